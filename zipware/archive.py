@@ -1,0 +1,415 @@
+"""The encoder: walks a :class:`~zipware.plan.Plan` and fills its data spans from the sources.
+
+The walk itself (:func:`_walk`) does no I/O: it yields header bytes and *read requests*
+(:class:`_DataRead`), pure objects that turn source chunks into archive bytes, count them,
+frame them and check their CRC. Two thin drivers run it, one sync (:meth:`Archive.iter_range`)
+and one async (:meth:`Archive.aiter_range`), so both produce the same bytes by construction.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from array import array
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import aclosing
+
+from ._crc import crc32
+from .errors import CRCMismatchError, MissingCRCError, SourceError, SourceSizeError, ZipwareError
+from .plan import BLOCK_OVERHEAD, BLOCK_SIZE, Member, PieceKind, Plan
+
+__all__ = ["CHUNK_SIZE", "Archive"]
+
+CHUNK_SIZE = 64 * 1024  # the smallest chunk yielded, but for the last one
+
+_FRAMED_BLOCK = BLOCK_SIZE + BLOCK_OVERHEAD
+_BLOCK_HEADER = struct.Struct("<BHH")  # BFINAL|BTYPE=00 (byte-aligned), LEN, NLEN
+_CD_BATCH = 512  # central headers packed per yielded piece
+
+
+def _block_header(k: int, size: int) -> bytes:
+    """Header of stored deflate block ``k`` of a ``size``-byte member."""
+    length = min(BLOCK_SIZE, size - k * BLOCK_SIZE)
+    final = 1 if (k + 1) * BLOCK_SIZE >= size else 0
+    return _BLOCK_HEADER.pack(final, length, length ^ 0xFFFF)
+
+
+class _DataRead:
+    """Turns one member's source chunks into the bytes of ``[start, end)`` of its data span.
+
+    ``start``/``end`` are relative to the data span. A *full* read covers the whole span: it
+    checks that the source gives exactly the declared size and that the CRC matches the
+    declared one (or records it). A partial read (a byte range) stops once it has enough.
+    """
+
+    __slots__ = (
+        "crc",
+        "expected_crc",
+        "framed",
+        "full",
+        "got",
+        "index",
+        "inflater",
+        "name",
+        "need",
+        "remaining",
+        "size",
+        "skip",
+        "source_offset",
+    )
+
+    def __init__(
+        self, plan: Plan, index: int, start: int, end: int, expected_crc: int | None
+    ) -> None:
+        self.index = index
+        self.name = plan.name(index)
+        self.framed = plan.is_framed(index)
+        self.size = plan.file_size(index)
+        csize = plan.compressed_size(index)
+        self.full = start == 0 and end == csize
+        self.expected_crc = expected_crc
+        self.crc = 0
+        self.got = 0
+        self.inflater = (
+            zlib.decompressobj(-15) if self.full and plan.is_precompressed(index) else None
+        )
+        if self.framed:
+            block = start // _FRAMED_BLOCK
+            self.source_offset = block * BLOCK_SIZE
+            self.skip = start - block * _FRAMED_BLOCK  # framed bytes to drop first
+            last = (end - 1) // _FRAMED_BLOCK if end > start else block
+            self.need = min(self.size, (last + 1) * BLOCK_SIZE) - self.source_offset
+        else:
+            self.source_offset = start
+            self.skip = 0
+            self.need = end - start
+        self.remaining = end - start  # archive bytes still to hand out
+
+    @property
+    def done(self) -> bool:
+        """A partial read has all it needs (a full read goes on to see the source end)."""
+        return not self.full and self.got >= self.need
+
+    def _fail(self, cls: type[SourceError], message: str) -> SourceError:
+        return cls(self.index, self.name, message)
+
+    def feed(self, chunk: bytes) -> list[bytes | memoryview]:
+        """Archive bytes for one source chunk (possibly none)."""
+        n = len(chunk)
+        got = self.got
+        if got + n > self.need:
+            if self.full:
+                raise self._fail(
+                    SourceSizeError, f"source has more than the declared {self.need} bytes"
+                )
+            chunk = chunk[: self.need - got]
+            n = len(chunk)
+        self.got = got + n
+        if self.full:
+            if self.inflater is not None:
+                self.crc = crc32(self.inflater.decompress(chunk), self.crc)
+            else:
+                self.crc = crc32(chunk, self.crc)
+        if not self.framed:
+            if self.remaining < n:  # pragma: no cover - need bounds it already
+                chunk = chunk[: self.remaining]
+            self.remaining -= len(chunk)
+            return [chunk]
+        return [b"".join(self._trim(self._frame(chunk, self.source_offset + got)))]
+
+    def _frame(self, chunk: bytes, pos: int) -> list[bytes | memoryview]:
+        """Cut ``chunk`` (source bytes from ``pos``) into stored blocks with their headers."""
+        out: list[bytes | memoryview] = []
+        view = memoryview(chunk)
+        i = 0
+        n = len(chunk)
+        size = self.size
+        while i < n:
+            into = pos % BLOCK_SIZE
+            if into == 0:
+                out.append(_block_header(pos // BLOCK_SIZE, size))
+            take = min(n - i, BLOCK_SIZE - into)
+            out.append(view[i : i + take])
+            i += take
+            pos += take
+        return out
+
+    def _trim(self, pieces: list[bytes | memoryview]) -> list[bytes | memoryview]:
+        if self.skip:
+            while pieces and self.skip:
+                first = pieces[0]
+                if len(first) <= self.skip:
+                    self.skip -= len(first)
+                    pieces.pop(0)
+                else:
+                    pieces[0] = first[self.skip :]
+                    self.skip = 0
+        total = sum(map(len, pieces))
+        if total > self.remaining:
+            cut = total - self.remaining
+            while cut:
+                last = pieces[-1]
+                if len(last) <= cut:
+                    cut -= len(last)
+                    pieces.pop()
+                else:
+                    pieces[-1] = last[: len(last) - cut]
+                    cut = 0
+            total = self.remaining
+        self.remaining -= total
+        return pieces
+
+    def start(self) -> list[bytes | memoryview]:
+        """Bytes due before any source chunk (the lone block of an empty framed member)."""
+        if self.framed and self.size == 0:
+            return self._trim([_block_header(0, 0)])
+        return []
+
+    def finish(self) -> None:
+        """Check the read once the source has ended (or a partial read is satisfied)."""
+        if self.got < self.need:
+            raise self._fail(
+                SourceSizeError,
+                f"source ended after {self.source_offset + self.got} of "
+                f"{self.source_offset + self.need} bytes",
+            )
+        if not self.full:
+            return
+        if self.inflater is not None:
+            if not self.inflater.eof or self.inflater.unused_data:
+                raise self._fail(SourceSizeError, "precompressed data is not one DEFLATE stream")
+            self.crc = crc32(self.inflater.flush(), self.crc)
+        if self.expected_crc is not None and self.crc != self.expected_crc:
+            raise self._fail(
+                CRCMismatchError,
+                f"CRC-32 is {self.crc:08x}, declared {self.expected_crc:08x}",
+            )
+
+
+def _walk(plan: Plan, crcs: array[int], start: int, end: int) -> Iterator[bytes | _DataRead]:
+    """The archive's bytes in ``[start, end)``: header bytes, and read requests for data.
+
+    After a full read of a member whose CRC was unknown, the driver has stored the CRC it
+    computed in ``crcs`` before resuming the walk, so descriptors and central headers
+    written later carry it.
+    """
+    cd: list[bytes] = []
+    for kind, i, pstart, pend in plan.pieces(start, end):
+        lo = max(start, pstart) - pstart
+        hi = min(end, pend) - pstart
+        whole = lo == 0 and hi == pend - pstart
+        if kind == PieceKind.CENTRAL_HEADER:
+            header = plan.central_header(i, crcs[i])
+            cd.append(header if whole else header[lo:hi])
+            if len(cd) >= _CD_BATCH:
+                yield b"".join(cd)
+                cd = []
+            continue
+        if kind == PieceKind.LOCAL_HEADER:
+            header = plan.local_header(i)
+            yield header if whole else header[lo:hi]
+        elif kind == PieceKind.DATA:
+            known = crcs[i]
+            yield _DataRead(plan, i, lo, hi, None if known < 0 else known)
+        elif kind == PieceKind.DESCRIPTOR:
+            yield plan.descriptor(i, crcs[i])[lo:hi]
+        else:
+            if cd:
+                yield b"".join(cd)
+                cd = []
+            yield plan.end_records()[lo:hi]
+    if cd:
+        yield b"".join(cd)
+
+
+class _Coalescer:
+    """Gathers small pieces into chunks of at least ``size`` bytes without copying big ones.
+
+    A big data chunk goes out as it is once the buffer is empty; the small header bytes
+    before it are joined to it once per member, which keeps every chunk but the last at
+    least ``size`` bytes with one copy per member at most.
+    """
+
+    __slots__ = ("buf", "buffered", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.buf: list[bytes | memoryview] = []
+        self.buffered = 0
+
+    def add(self, piece: bytes | memoryview) -> bytes | None:
+        n = len(piece)
+        if not n:
+            return None
+        if not self.buffered and n >= self.size and isinstance(piece, bytes):
+            return piece
+        self.buf.append(piece)
+        self.buffered += n
+        if self.buffered >= self.size:
+            return self.flush()
+        return None
+
+    def flush(self) -> bytes | None:
+        if not self.buffered:
+            return None
+        out = b"".join(self.buf)
+        self.buf = []
+        self.buffered = 0
+        return out
+
+
+def _wrap(read: _DataRead, plan: Plan, exc: Exception) -> SourceError:
+    source = plan.source(read.index)
+    where = source.describe() if source is not None else "no source"
+    return SourceError(read.index, read.name, f"{where}: {type(exc).__name__}: {exc}")
+
+
+class Archive:
+    """A streamable ZIP archive of ``members``, its exact size known before any byte.
+
+    Iterate it (``for chunk in archive`` or ``async for chunk in archive``) for the whole
+    archive, or call :meth:`iter_range` / :meth:`aiter_range` for a byte range. Chunks are at
+    least ``chunk_size`` bytes but for the last. A source that fails, is short or long, or
+    whose CRC differs from the declared one raises a :class:`~zipware.errors.SourceError`,
+    after which nothing more is yielded. CRCs computed during a full pass are kept in
+    :attr:`crcs` (and can be given back through ``known_crcs`` to serve later ranges).
+    """
+
+    def __init__(
+        self,
+        members: Iterable[Member] | Plan,
+        *,
+        comment: str | bytes = b"",
+        default_mtime: float | None = None,
+        chunk_size: int = CHUNK_SIZE,
+        known_crcs: dict[int, int] | None = None,
+    ) -> None:
+        self.plan = (
+            members
+            if isinstance(members, Plan)
+            else Plan(members, comment=comment, default_mtime=default_mtime)
+        )
+        self.chunk_size = chunk_size
+        self.crcs = self.plan.crc_array()
+        for i, crc in (known_crcs or {}).items():
+            self.crcs[i] = crc
+
+    @property
+    def size(self) -> int:
+        """The archive's exact size in bytes."""
+        return self.plan.size
+
+    def __len__(self) -> int:
+        return self.plan.size
+
+    def missing_crcs(self, start: int = 0, end: int | None = None) -> list[int]:
+        """Members whose CRC a range ``[start, end)`` needs and that are not known yet."""
+        crcs = self.crcs
+        return [i for i in self.plan.needed_crcs(start, end) if crcs[i] < 0]
+
+    def _bounds(self, start: int, end: int | None) -> tuple[int, int, bool]:
+        size = self.plan.size
+        end = size if end is None else min(end, size)
+        if start < 0 or start > end:
+            raise ValueError(f"bad range [{start}, {end}) for an archive of {size} bytes")
+        whole = start == 0 and end == size
+        if not whole:
+            missing = self.missing_crcs(start, end)
+            if missing:
+                raise MissingCRCError(missing)
+        return start, end, whole
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.iter_range(0, None)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.aiter_range(0, None)
+
+    def iter_range(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Yield the bytes of ``[start, end)`` of the archive, reading only what overlaps."""
+        start, end, _ = self._bounds(start, end)
+        return self._iter(start, end)
+
+    def _iter(self, start: int, end: int) -> Iterator[bytes]:
+        plan = self.plan
+        crcs = self.crcs
+        out = _Coalescer(self.chunk_size)
+        for step in _walk(plan, crcs, start, end):
+            if isinstance(step, bytes):
+                chunk = out.add(step)
+                if chunk is not None:
+                    yield chunk
+                continue
+            for piece in step.start():
+                chunk = out.add(piece)
+                if chunk is not None:
+                    yield chunk
+            source = plan.source(step.index)
+            if source is None:
+                step.finish()
+                continue
+            try:
+                it = source.iter_chunks(step.source_offset)
+                try:
+                    for data in it:
+                        for piece in step.feed(data):
+                            chunk = out.add(piece)
+                            if chunk is not None:
+                                yield chunk
+                        if step.done:
+                            break
+                finally:
+                    it.close()
+                step.finish()
+            except (ZipwareError, GeneratorExit):
+                raise
+            except Exception as exc:
+                raise _wrap(step, plan, exc) from exc
+            if step.full:
+                crcs[step.index] = step.crc
+        last = out.flush()
+        if last is not None:
+            yield last
+
+    def aiter_range(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Async form of :meth:`iter_range`; sources are read with their async methods."""
+        start, end, _ = self._bounds(start, end)
+        return self._aiter(start, end)
+
+    async def _aiter(self, start: int, end: int) -> AsyncIterator[bytes]:
+        plan = self.plan
+        crcs = self.crcs
+        out = _Coalescer(self.chunk_size)
+        for step in _walk(plan, crcs, start, end):
+            if isinstance(step, bytes):
+                chunk = out.add(step)
+                if chunk is not None:
+                    yield chunk
+                continue
+            for piece in step.start():
+                chunk = out.add(piece)
+                if chunk is not None:
+                    yield chunk
+            source = plan.source(step.index)
+            if source is None:
+                step.finish()
+                continue
+            try:
+                async with aclosing(source.aiter_chunks(step.source_offset)) as it:
+                    async for data in it:
+                        for piece in step.feed(data):
+                            chunk = out.add(piece)
+                            if chunk is not None:
+                                yield chunk
+                        if step.done:
+                            break
+                step.finish()
+            except (ZipwareError, GeneratorExit):
+                raise
+            except Exception as exc:
+                raise _wrap(step, plan, exc) from exc
+            if step.full:
+                crcs[step.index] = step.crc
+        last = out.flush()
+        if last is not None:
+            yield last

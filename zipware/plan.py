@@ -1,0 +1,642 @@
+"""The plan: a pure, I/O-free description of an archive's every byte.
+
+A :class:`Plan` is computed once from the members' metadata (name, size, CRC-32 if known,
+mtime, mode, storage). From it come the archive's exact size, the bytes of every header, the
+offset of every header and data span, and which members a byte range touches. The streaming
+encoder (:mod:`zipware.archive`) only walks the plan and fills the data spans from the
+sources, so the size announced, the bytes of any range and the bytes streamed cannot disagree.
+
+Layout (see APPNOTE.TXT 6.3.10 and the project's reader-compatibility notes):
+
+* ``store`` with a known CRC: method 0, CRC and sizes in the local header, no data descriptor.
+* ``store`` without a CRC: method 0, bit 3 and a signed data descriptor (streaming readers
+  such as JDK ``ZipInputStream`` cannot read this; the default never picks it).
+* ``deflate-stored``: method 8 made of hand-written stored deflate blocks of at most 65,535
+  bytes (5 bytes of framing each), so the size is exact; bit 3 and a signed data descriptor
+  when the CRC is not known up front.
+* ``precompressed``: method 8, the source holds a raw DEFLATE stream; size, compressed size
+  and CRC are declared.
+* directories and empty files: method 0, CRC 0, sizes 0.
+
+ZIP64 appears only where a field overflows (``>=`` 0xFFFFFFFF / 0xFFFF), with the zip64 extra
+first among the extras. Memory is a few columns of machine integers per member (no per-member
+Python object is kept but the name and the source), about 120 bytes per member.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import struct
+import time
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+from .errors import InvalidMemberError
+
+if TYPE_CHECKING:
+    from .sources import Source
+
+__all__ = [
+    "BLOCK_SIZE",
+    "Member",
+    "Piece",
+    "PieceKind",
+    "Plan",
+    "Storage",
+    "deflate_stored_size",
+]
+
+MAX32 = 0xFFFFFFFF  # a 4-byte field holding this value means "see the zip64 extra"
+MAX16 = 0xFFFF
+MAX_NAME_BYTES = 0xFFFF
+BLOCK_SIZE = 0xFFFF  # largest payload of a stored deflate block (RFC 1951 3.2.4: LEN is 16 bits)
+BLOCK_OVERHEAD = 5  # BFINAL/BTYPE byte (byte-aligned), LEN, NLEN
+
+# APPNOTE 4.3.7 local file header: signature, version needed, flags, method, DOS time,
+# DOS date, CRC-32, compressed size, uncompressed size, name length, extra length.
+_LOCAL = struct.Struct("<IHHHHHIIIHH")
+_LOCAL_SIG = 0x04034B50
+# APPNOTE 4.3.9 data descriptor, with its optional signature (macOS needs it), 32-bit sizes
+# or 64-bit sizes when the local header carries a zip64 extra.
+_DESC32 = struct.Struct("<IIII")
+_DESC64 = struct.Struct("<IIQQ")
+_DESC_SIG = 0x08074B50
+# APPNOTE 4.3.12 central directory header: signature, version made by, version needed, flags,
+# method, DOS time, DOS date, CRC-32, compressed size, uncompressed size, name length, extra
+# length, comment length, disk number start, internal attributes, external attributes,
+# offset of the local header.
+_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
+_CENTRAL_SIG = 0x02014B50
+# APPNOTE 4.5.3 zip64 extended information extra field (tag 0x0001): sizes, then offset.
+_X64_SIZES = struct.Struct("<HHQQ")
+_X64_ALL = struct.Struct("<HHQQQ")
+# Info-ZIP extended timestamp extra field (tag 0x5455), modification time only: UTC seconds.
+_XTIME = struct.Struct("<HHBI")
+# APPNOTE 4.3.14 zip64 end of central directory record, 4.3.15 its locator, 4.3.16 the end
+# of central directory record.
+_END64 = struct.Struct("<IQHHIIQQQQ")
+_END64_SIG = 0x06064B50
+_LOCATOR = struct.Struct("<IIQI")
+_LOCATOR_SIG = 0x07064B50
+_END = struct.Struct("<IHHHHIIH")
+_END_SIG = 0x06054B50
+
+# Version made by: high byte 3 = Unix (so readers apply the mode in the external
+# attributes), low byte the spec version: 3.0, or 4.5 when the member uses ZIP64.
+_MADE_BY = 0x031E
+_MADE_BY_64 = 0x032D
+
+_FLAG_DESCRIPTOR = 0x0008  # bit 3: CRC and sizes follow the data
+_FLAG_UTF8 = 0x0800  # bit 11: name is UTF-8
+
+# Internal per-member flags, kept in one small integer column.
+_F_DEFLATE = 1  # method 8 (else 0)
+_F_DESC = 2  # bit 3 + data descriptor
+_F_FRAMED = 4  # deflate-stored: zipware writes the block framing
+_F_DIR = 8
+_F_UTF8 = 16
+_F_XTIME = 32  # carries a 0x5455 extra
+_F_LOCAL64 = 64  # the member's own sizes overflow: zip64 extra in local and central
+_F_OFFSET64 = 128  # the local header's offset overflows: offset in the central zip64 extra
+
+_DEFAULT_FILE_MODE = 0o100644
+_DEFAULT_DIR_MODE = 0o040755
+_S_IFMT = 0o170000
+_S_IFREG = 0o100000
+_S_IFDIR = 0o040000
+
+# One pass finds every name that needs a closer look; most names never match.
+_SUSPECT_NAME = re.compile(r"[\x00\\]|^/|^[A-Za-z]:|//|(?:^|/)\.\.?(?:/|$)")
+
+_DOS_EPOCH = (0x21, 0x0000)  # 1980-01-01 00:00:00 as (date, time)
+
+
+class Storage(str, enum.Enum):
+    """How a member's bytes are stored in the archive.
+
+    ``AUTO`` (the default) picks ``STORE`` when the CRC-32 is known up front and
+    ``DEFLATE_STORED`` otherwise: the one choice every mainstream reader, streaming ones
+    included, opens.
+    """
+
+    AUTO = "auto"
+    STORE = "store"
+    DEFLATE_STORED = "deflate-stored"
+    PRECOMPRESSED = "precompressed"
+
+
+@dataclass(slots=True)
+class Member:
+    """What the plan needs to know about one member; sources are opened only when streamed.
+
+    ``name`` is ``/``-separated; a trailing ``/`` makes a directory. ``size`` is the
+    uncompressed size in bytes. ``crc32`` is the CRC-32 of the uncompressed bytes when known
+    up front. ``mtime`` is in Unix seconds (UTC). ``mode`` is the Unix mode, either the
+    permission bits alone or a full ``st_mode``. ``compressed_size`` is required for
+    ``precompressed`` members, whose source yields a raw DEFLATE stream.
+    """
+
+    name: str
+    size: int = 0
+    source: Source | None = None
+    crc32: int | None = None
+    mtime: float | None = None
+    mode: int | None = None
+    storage: Storage | str = Storage.AUTO
+    compressed_size: int | None = None
+
+
+class PieceKind(enum.IntEnum):
+    """What a stretch of the archive holds."""
+
+    LOCAL_HEADER = 0
+    DATA = 1
+    DESCRIPTOR = 2
+    CENTRAL_HEADER = 3
+    END = 4
+
+
+class Piece(NamedTuple):
+    """A stretch ``[start, end)`` of the archive; ``member`` is its index (-1 for END)."""
+
+    kind: PieceKind
+    member: int
+    start: int
+    end: int
+
+
+def deflate_stored_size(size: int) -> int:
+    """Size of ``size`` bytes framed as stored deflate blocks (at least one block)."""
+    blocks = max(1, -(-size // BLOCK_SIZE))
+    return size + BLOCK_OVERHEAD * blocks
+
+
+def _dos_datetime(mtime: int) -> tuple[int, int]:
+    # DOS fields are local time by tradition; zipware writes UTC so the bytes do not depend
+    # on the server's time zone (the 0x5455 extra carries the exact UTC time anyway).
+    t = time.gmtime(mtime)
+    if t.tm_year < 1980:
+        return _DOS_EPOCH
+    if t.tm_year > 2107:
+        return ((127 << 9) | (12 << 5) | 31, (23 << 11) | (59 << 5) | 29)
+    date = ((t.tm_year - 1980) << 9) | (t.tm_mon << 5) | t.tm_mday
+    tod = (t.tm_hour << 11) | (t.tm_min << 5) | (min(t.tm_sec, 59) // 2)
+    return date, tod
+
+
+def _name_problem(name: str) -> str | None:
+    """The reason a name is refused, or None. Only called for names the fast check flagged."""
+    if "\x00" in name:
+        return "name contains a NUL byte"
+    if "\\" in name:
+        return "name contains a backslash (use '/' as the separator)"
+    if name.startswith("/"):
+        return "name is absolute"
+    if re.match(r"^[A-Za-z]:", name):
+        return "name starts with a drive letter"
+    parts = name[:-1].split("/") if name.endswith("/") else name.split("/")
+    if ".." in parts:
+        return "name has a '..' component"
+    if "." in parts:
+        return "name has a '.' component"
+    if "" in parts:
+        return "name has an empty component ('//')"
+    return None  # pragma: no cover - the fast check and this one agree
+
+
+class Plan:
+    """The exact layout of one archive, computed from member metadata alone.
+
+    Build it with ``Plan(members)``; it reads nothing. It raises
+    :class:`~zipware.errors.InvalidMemberError` listing every bad member at once.
+
+    ``default_mtime`` applies to members without an ``mtime``; without either, the DOS epoch
+    (1980-01-01) is written and no extended timestamp, so the bytes stay deterministic.
+    """
+
+    __slots__ = (
+        "_cd_offsets",
+        "_crcs",
+        "_csizes",
+        "_flags",
+        "_modes",
+        "_mtimes",
+        "_names",
+        "_offsets",
+        "_sizes",
+        "_sources",
+        "cd_end",
+        "cd_start",
+        "comment",
+        "size",
+        "zip64_end",
+    )
+
+    def __init__(
+        self,
+        members: Iterable[Member],
+        *,
+        comment: str | bytes = b"",
+        default_mtime: float | None = None,
+    ) -> None:
+        names: list[bytes] = []
+        sources: list[Source | None] = []
+        sizes = array("q")
+        csizes = array("q")
+        crcs = array("q")  # -1: not declared
+        mtimes = array("q")  # -1: none
+        modes = array("L")
+        flags = array("L")
+        offsets = array("q")
+        cd_offsets = array("q")
+        seen: set[bytes] = set()
+        problems: list[tuple[int, str, str]] = []
+
+        offset = 0
+        cd_size = 0
+        suspect = _SUSPECT_NAME.search
+        default_mt = -1 if default_mtime is None else int(default_mtime)
+
+        for index, m in enumerate(members):
+            name = m.name
+            bname = name.encode("utf-8", "surrogateescape")
+            nlen = len(bname)
+            size = m.size
+            crc = m.crc32
+            storage = m.storage
+            f = 0
+            problem = None
+            if not name:
+                problem = "name is empty"
+            elif nlen > MAX_NAME_BYTES:
+                problem = f"name is {nlen} bytes long in UTF-8 (at most {MAX_NAME_BYTES})"
+            elif suspect(name) is not None:
+                problem = _name_problem(name)
+            if not isinstance(size, int) or size < 0:
+                problem = problem or f"size must be a non-negative integer, not {size!r}"
+                size = 0
+            if crc is not None and not (isinstance(crc, int) and 0 <= crc <= MAX32):
+                problem = problem or f"crc32 must be an integer in [0, 2**32), not {crc!r}"
+                crc = None
+            if problem is None:
+                key = bname[:-1] if bname[-1:] == b"/" else bname
+                before = len(seen)
+                seen.add(key)
+                if len(seen) == before:
+                    problem = "duplicate name"
+            if bname[-1:] == b"/":
+                f = _F_DIR
+                if size or m.source is not None or (crc or 0) != 0:
+                    problem = problem or "a directory has no size, CRC or source"
+                csize = 0
+                crc = 0
+            else:
+                if size == 0:
+                    if crc:
+                        problem = problem or "an empty file's CRC-32 is 0"
+                    crc = 0
+                elif m.source is None:
+                    problem = problem or "a non-empty file needs a source"
+                if storage == Storage.AUTO:
+                    csize = size
+                    if crc is None:
+                        f = _F_DEFLATE | _F_FRAMED | _F_DESC
+                        csize = deflate_stored_size(size)
+                elif storage == Storage.STORE:
+                    csize = size
+                    if crc is None:
+                        f = _F_DESC
+                elif storage == Storage.DEFLATE_STORED:
+                    f = _F_DEFLATE | _F_FRAMED
+                    csize = deflate_stored_size(size)
+                    if crc is None:
+                        f |= _F_DESC
+                elif storage == Storage.PRECOMPRESSED:
+                    f = _F_DEFLATE
+                    cs = m.compressed_size
+                    if crc is None or cs is None:
+                        problem = problem or "precompressed needs crc32 and compressed_size"
+                        csize = 0
+                    elif not isinstance(cs, int) or cs < 2:
+                        # the shortest raw DEFLATE stream (an empty final block) is 2 bytes
+                        problem = problem or f"compressed_size must be an integer >= 2, not {cs!r}"
+                        csize = 0
+                    else:
+                        csize = cs
+                else:
+                    problem = problem or f"unknown storage {storage!r}"
+                    csize = 0
+            if problem is not None:
+                problems.append((index, name, problem))
+                continue
+            if nlen != len(name):
+                f |= _F_UTF8
+            mtime = m.mtime
+            mt = default_mt if mtime is None else int(mtime)
+            if 0 <= mt <= 0x7FFFFFFF:
+                # the 0x5455 field is a signed 32-bit count in Info-ZIP; outside it, DOS only
+                f |= _F_XTIME
+            mode = m.mode
+            if mode is None:
+                mode = _DEFAULT_DIR_MODE if f & _F_DIR else _DEFAULT_FILE_MODE
+            elif not mode & _S_IFMT:
+                mode |= _S_IFDIR if f & _F_DIR else _S_IFREG
+            if size >= MAX32 or csize >= MAX32:
+                f |= _F_LOCAL64
+            if offset >= MAX32:
+                f |= _F_OFFSET64
+
+            names.append(bname)
+            sources.append(m.source)
+            sizes.append(size)
+            csizes.append(csize)
+            crcs.append(-1 if crc is None else crc)
+            mtimes.append(mt)
+            modes.append(mode & 0xFFFFFFFF)
+            flags.append(f)
+            offsets.append(offset)
+            cd_offsets.append(cd_size)
+
+            xt = 9 if f & _F_XTIME else 0
+            offset += 30 + nlen + xt + csize
+            if f & _F_LOCAL64:
+                offset += 20 + (24 if f & _F_DESC else 0)
+            elif f & _F_DESC:
+                offset += 16
+            cd_size += 46 + nlen + xt
+            if f & (_F_LOCAL64 | _F_OFFSET64):
+                cd_size += 20 + (8 if f & _F_OFFSET64 else 0)
+
+        del seen
+        if problems:
+            raise InvalidMemberError(problems)
+
+        bcomment = comment.encode("utf-8") if isinstance(comment, str) else bytes(comment)
+        if len(bcomment) > MAX16:
+            raise InvalidMemberError([(-1, "", f"archive comment is over {MAX16} bytes")])
+
+        self._names = names
+        self._sources = sources
+        self._sizes = sizes
+        self._csizes = csizes
+        self._crcs = crcs
+        self._mtimes = mtimes
+        self._modes = modes
+        self._flags = flags
+        self._offsets = offsets
+        # central header offsets are kept absolute, so a range can bisect them directly
+        self._cd_offsets = array("q", [o + offset for o in cd_offsets])
+        self.comment = bcomment
+        self.cd_start = offset
+        self.cd_end = offset + cd_size
+        self.zip64_end = len(names) >= MAX16 or offset >= MAX32 or cd_size >= MAX32
+        self.size = self.cd_end + (56 + 20 if self.zip64_end else 0) + 22 + len(bcomment)
+
+    # -- metadata -------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def name(self, i: int) -> str:
+        """Member ``i``'s name."""
+        return self._names[i].decode("utf-8", "surrogateescape")
+
+    def source(self, i: int) -> Source | None:
+        """Member ``i``'s source (None for directories and sourceless empty files)."""
+        return self._sources[i]
+
+    def file_size(self, i: int) -> int:
+        """Member ``i``'s uncompressed size."""
+        return self._sizes[i]
+
+    def compressed_size(self, i: int) -> int:
+        """Bytes member ``i``'s data span takes in the archive."""
+        return self._csizes[i]
+
+    def declared_crc(self, i: int) -> int | None:
+        """Member ``i``'s CRC-32 as known before the first byte (None when unknown)."""
+        crc = self._crcs[i]
+        return None if crc < 0 else crc
+
+    def mtime(self, i: int) -> int | None:
+        """Member ``i``'s modification time in Unix seconds, if any."""
+        mt = self._mtimes[i]
+        return None if mt < 0 and not self._flags[i] & _F_XTIME else mt
+
+    def mode(self, i: int) -> int:
+        """Member ``i``'s full Unix mode."""
+        return self._modes[i]
+
+    def is_dir(self, i: int) -> bool:
+        """Whether member ``i`` is a directory."""
+        return bool(self._flags[i] & _F_DIR)
+
+    def is_framed(self, i: int) -> bool:
+        """Whether member ``i`` is written as stored deflate blocks (deflate-stored)."""
+        return bool(self._flags[i] & _F_FRAMED)
+
+    def is_precompressed(self, i: int) -> bool:
+        """Whether member ``i``'s source is a raw DEFLATE stream copied as it is."""
+        return self._flags[i] & (_F_DEFLATE | _F_FRAMED) == _F_DEFLATE
+
+    def has_descriptor(self, i: int) -> bool:
+        """Whether member ``i``'s CRC comes after its data (bit 3, data descriptor)."""
+        return bool(self._flags[i] & _F_DESC)
+
+    def crc_array(self) -> array[int]:
+        """A fresh copy of the declared CRCs (-1 where unknown), for an encoder to fill."""
+        return array("q", self._crcs)
+
+    # -- spans ----------------------------------------------------------------------------
+
+    def local_header_size(self, i: int) -> int:
+        """Length of member ``i``'s local header."""
+        f = self._flags[i]
+        return 30 + len(self._names[i]) + (20 if f & _F_LOCAL64 else 0) + (9 if f & _F_XTIME else 0)
+
+    def member_span(self, i: int) -> tuple[int, int]:
+        """``[start, end)`` of member ``i``: local header, data and descriptor."""
+        start = self._offsets[i]
+        end = self._offsets[i + 1] if i + 1 < len(self._offsets) else self.cd_start
+        return start, end
+
+    def data_span(self, i: int) -> tuple[int, int]:
+        """``[start, end)`` of member ``i``'s data in the archive."""
+        start = self._offsets[i] + self.local_header_size(i)
+        return start, start + self._csizes[i]
+
+    def central_header_span(self, i: int) -> tuple[int, int]:
+        """``[start, end)`` of member ``i``'s central directory header."""
+        start = self._cd_offsets[i]
+        end = self._cd_offsets[i + 1] if i + 1 < len(self._cd_offsets) else self.cd_end
+        return start, end
+
+    def pieces(self, start: int = 0, end: int | None = None) -> Iterator[Piece]:
+        """Every stretch of the layout that overlaps ``[start, end)``, in order."""
+        if end is None or end > self.size:
+            end = self.size
+        if start >= end:
+            return
+        n = len(self._names)
+        if start < self.cd_start:
+            i = max(0, bisect_right(self._offsets, start) - 1)
+            while i < n and self._offsets[i] < end:
+                hstart = self._offsets[i]
+                dstart = hstart + self.local_header_size(i)
+                dend = dstart + self._csizes[i]
+                mend = self._offsets[i + 1] if i + 1 < n else self.cd_start
+                if dstart > start:
+                    yield Piece(PieceKind.LOCAL_HEADER, i, hstart, dstart)
+                if dend > dstart and dend > start and dstart < end:
+                    yield Piece(PieceKind.DATA, i, dstart, dend)
+                if mend > dend and mend > start and dend < end:
+                    yield Piece(PieceKind.DESCRIPTOR, i, dend, mend)
+                i += 1
+        if end > self.cd_start and start < self.cd_end:
+            i = max(0, bisect_right(self._cd_offsets, start) - 1)
+            while i < n and self._cd_offsets[i] < end:
+                yield Piece(PieceKind.CENTRAL_HEADER, i, *self.central_header_span(i))
+                i += 1
+        if end > self.cd_end:
+            yield Piece(PieceKind.END, -1, self.cd_end, self.size)
+
+    def needed_crcs(self, start: int = 0, end: int | None = None) -> list[int]:
+        """Members whose undeclared CRC-32 is written inside ``[start, end)``.
+
+        Those CRCs appear in data descriptors and central headers; a range that covers
+        them can only be produced once they are known (declared, or learned by an earlier
+        full pass over the same sources).
+        """
+        crcs = self._crcs
+        return sorted(
+            {
+                p.member
+                for p in self.pieces(start, end)
+                if p.kind in (PieceKind.DESCRIPTOR, PieceKind.CENTRAL_HEADER) and crcs[p.member] < 0
+            }
+        )
+
+    # -- bytes ----------------------------------------------------------------------------
+
+    def _times(self, i: int) -> tuple[int, int]:
+        mt = self._mtimes[i]
+        return _DOS_EPOCH if mt < 0 else _dos_datetime(mt)
+
+    def _version_needed(self, f: int) -> int:
+        if f & (_F_LOCAL64 | _F_OFFSET64):
+            return 45
+        return 20 if f & (_F_DEFLATE | _F_DIR) else 10
+
+    def local_header(self, i: int) -> bytes:
+        """The bytes of member ``i``'s local header (independent of learned CRCs)."""
+        f = self._flags[i]
+        name = self._names[i]
+        size = self._sizes[i]
+        csize = self._csizes[i]
+        # with bit 3 the CRC is written after the data; the sizes are known, so they are
+        # written here too, which lets streaming readers of stored members find the end
+        crc = 0 if f & _F_DESC else self._crcs[i]
+        extra = b""
+        if f & _F_LOCAL64:
+            extra = _X64_SIZES.pack(0x0001, 16, size, csize)
+            size = csize = MAX32
+        if f & _F_XTIME:
+            extra += _XTIME.pack(0x5455, 5, 1, self._mtimes[i])
+        date, tod = self._times(i)
+        flags = (_FLAG_DESCRIPTOR if f & _F_DESC else 0) | (_FLAG_UTF8 if f & _F_UTF8 else 0)
+        return (
+            _LOCAL.pack(
+                _LOCAL_SIG,
+                self._version_needed(f),
+                flags,
+                8 if f & _F_DEFLATE else 0,
+                tod,
+                date,
+                crc,
+                csize,
+                size,
+                len(name),
+                len(extra),
+            )
+            + name
+            + extra
+        )
+
+    def descriptor(self, i: int, crc: int) -> bytes:
+        """The bytes of member ``i``'s data descriptor (empty when it has none)."""
+        f = self._flags[i]
+        if not f & _F_DESC:
+            return b""
+        pack = _DESC64.pack if f & _F_LOCAL64 else _DESC32.pack
+        return pack(_DESC_SIG, crc, self._csizes[i], self._sizes[i])
+
+    def central_header(self, i: int, crc: int) -> bytes:
+        """The bytes of member ``i``'s central directory header, given its CRC-32."""
+        f = self._flags[i]
+        name = self._names[i]
+        size = self._sizes[i]
+        csize = self._csizes[i]
+        offset = self._offsets[i]
+        extra = b""
+        if f & _F_OFFSET64:
+            extra = _X64_ALL.pack(0x0001, 24, size, csize, offset)
+            size = csize = offset = MAX32
+        elif f & _F_LOCAL64:
+            extra = _X64_SIZES.pack(0x0001, 16, size, csize)
+            size = csize = MAX32
+        if f & _F_XTIME:
+            extra += _XTIME.pack(0x5455, 5, 1, self._mtimes[i])
+        date, tod = self._times(i)
+        flags = (_FLAG_DESCRIPTOR if f & _F_DESC else 0) | (_FLAG_UTF8 if f & _F_UTF8 else 0)
+        external = (self._modes[i] << 16) | (0x10 if f & _F_DIR else 0)
+        return (
+            _CENTRAL.pack(
+                _CENTRAL_SIG,
+                _MADE_BY_64 if f & (_F_LOCAL64 | _F_OFFSET64) else _MADE_BY,
+                self._version_needed(f),
+                flags,
+                8 if f & _F_DEFLATE else 0,
+                tod,
+                date,
+                crc,
+                csize,
+                size,
+                len(name),
+                len(extra),
+                0,
+                0,
+                0,
+                external & 0xFFFFFFFF,
+                offset,
+            )
+            + name
+            + extra
+        )
+
+    def end_records(self) -> bytes:
+        """The zip64 end record and locator (when needed) and the end of central directory."""
+        n = len(self._names)
+        cd_size = self.cd_end - self.cd_start
+        out = b""
+        if self.zip64_end:
+            out = _END64.pack(
+                _END64_SIG, 44, _MADE_BY_64, 45, 0, 0, n, n, cd_size, self.cd_start
+            ) + _LOCATOR.pack(_LOCATOR_SIG, 0, self.cd_end, 1)
+        return (
+            out
+            + _END.pack(
+                _END_SIG,
+                0,
+                0,
+                min(n, MAX16),
+                min(n, MAX16),
+                min(cd_size, MAX32),
+                min(self.cd_start, MAX32),
+                len(self.comment),
+            )
+            + self.comment
+        )

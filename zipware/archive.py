@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import aclosing
 
 from ._crc import crc32
-from .errors import CRCMismatchError, MissingCRCError, SourceError, SourceSizeError, ZipwareError
+from .errors import CRCMismatchError, MissingCRCError, SourceError, SourceSizeError
 from .plan import BLOCK_OVERHEAD, BLOCK_SIZE, Member, PieceKind, Plan
 
 __all__ = ["CHUNK_SIZE", "Archive"]
@@ -361,7 +361,7 @@ class Archive:
                 finally:
                     it.close()
                 step.finish()
-            except (ZipwareError, GeneratorExit):
+            except (SourceError, GeneratorExit):
                 raise
             except Exception as exc:
                 raise _wrap(step, plan, exc) from exc
@@ -404,7 +404,7 @@ class Archive:
                         if step.done:
                             break
                 step.finish()
-            except (ZipwareError, GeneratorExit):
+            except (SourceError, GeneratorExit):
                 raise
             except Exception as exc:
                 raise _wrap(step, plan, exc) from exc

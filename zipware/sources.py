@@ -332,5 +332,70 @@ class URLSource(Source):
             if own:
                 await client.aclose()
 
+    def _stat_of(self, response: httpx.Response, url: str) -> tuple[int, float | None]:
+        from email.utils import parsedate_to_datetime
+
+        if response.status_code != 200:
+            raise SourceFetchError(f"HTTP {response.status_code} from {redact_url(url)}")
+        length = response.headers.get("content-length")
+        if length is None or not length.isdigit():
+            raise SourceFetchError(f"{redact_url(url)} gave no Content-Length; declare size")
+        mtime = None
+        modified = response.headers.get("last-modified")
+        if modified:
+            try:
+                mtime = parsedate_to_datetime(modified).timestamp()
+            except (TypeError, ValueError):
+                mtime = None
+        return int(length), mtime
+
+    def stat(self) -> tuple[int, float | None]:
+        """Size and Last-Modified (Unix seconds, or None) from a HEAD request."""
+        import httpx
+
+        url = self.url() if callable(self.url) else self.url
+        if not isinstance(url, str):
+            raise ZipwareError("a URL callback for a sync stat must return a str")
+        own = self.client is None
+        client = httpx.Client(timeout=self.timeout) if own else self.client
+        assert client is not None
+        try:
+            for _ in range(self.max_redirects + 1):
+                self._check(url)
+                request = client.build_request("HEAD", url, headers=self._headers(0))
+                response = client.send(request, follow_redirects=False)
+                if response.next_request is not None:
+                    url = str(response.next_request.url)
+                    continue
+                return self._stat_of(response, url)
+            raise SourceFetchError(f"too many redirects from {redact_url(url)}")
+        finally:
+            if own:
+                client.close()
+
+    async def astat(self) -> tuple[int, float | None]:
+        """Async form of :meth:`stat`."""
+        import httpx
+
+        url = self.url() if callable(self.url) else self.url
+        if not isinstance(url, str):
+            url = await url
+        own = self.async_client is None
+        client = httpx.AsyncClient(timeout=self.timeout) if own else self.async_client
+        assert client is not None
+        try:
+            for _ in range(self.max_redirects + 1):
+                self._check(url)
+                request = client.build_request("HEAD", url, headers=self._headers(0))
+                response = await client.send(request, follow_redirects=False)
+                if response.next_request is not None:
+                    url = str(response.next_request.url)
+                    continue
+                return self._stat_of(response, url)
+            raise SourceFetchError(f"too many redirects from {redact_url(url)}")
+        finally:
+            if own:
+                await client.aclose()
+
     def describe(self) -> str:
         return "URL (resolved at open time)" if callable(self.url) else redact_url(self.url)

@@ -1,0 +1,367 @@
+"""Manifest v1: the declarative, versioned description of an archive.
+
+A manifest is JSON that any backend, in any language, can emit; ``spec/manifest.md`` is its
+specification and ``spec/manifest.schema.json`` its JSON Schema, generated from the Structs
+below (``zipware schema``). Decoding reports *every* problem at once, each with its JSON path
+(``$.entries[3].name: ...``), so a backend developer fixes a manifest in one round.
+
+Build one in Python and turn it into a response body::
+
+    from zipware.manifest import Manifest, Entry, encode
+
+    body = encode(Manifest(filename="photos.zip", entries=[
+        Entry(name="a.jpg", path="2024/a.jpg"),
+        Entry(name="notes.txt", text="hello\\n"),
+    ]))
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from .errors import ZipwareError
+
+__all__ = [
+    "CONTENT_TYPE",
+    "TRIGGER_HEADER",
+    "VERSION",
+    "Entry",
+    "Manifest",
+    "ManifestError",
+    "Problem",
+    "decode",
+    "encode",
+    "schema",
+]
+
+VERSION = 1
+CONTENT_TYPE = "application/vnd.zipware.manifest+json"
+TRIGGER_HEADER = "X-Zip-Manifest"
+
+SOURCE_FIELDS = ("path", "url", "text", "data")
+# Reserved for the next kinds of source, so that adding them stays backwards compatible:
+# an object-storage URI, and a member copied raw out of an existing archive.
+RESERVED_SOURCE_FIELDS = ("uri", "archive")
+
+_HEX8 = re.compile(r"[0-9a-fA-F]{8}")
+
+
+class _Base(
+    msgspec.Struct,
+    forbid_unknown_fields=True,  # a typo ("sise") is an error, not a silently ignored field
+    omit_defaults=True,  # encoded manifests stay small and readable
+    kw_only=True,
+):
+    """Common options of every manifest Struct."""
+
+
+Name = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        description=(
+            "Member name inside the archive, '/'-separated. A trailing '/' makes a directory. "
+            "Refused: absolute names, '..' or '.' or empty components, backslashes, NUL, "
+            "drive letters, more than 65,535 UTF-8 bytes, duplicates."
+        ),
+        examples=["photos/beach.jpg", "empty-folder/"],
+    ),
+]
+Size = Annotated[
+    int,
+    msgspec.Meta(
+        ge=0,
+        description="Uncompressed size in bytes. Required for `url` entries (or found by HEAD).",
+        examples=[4817211],
+    ),
+]
+Crc32 = Annotated[
+    int | str,
+    msgspec.Meta(
+        description=(
+            "CRC-32 of the uncompressed bytes: 8 hex digits or an integer. When every member's "
+            "CRC is known, the archive supports HTTP Range requests and streaming readers."
+        ),
+        examples=["9be3e0a3", 2615404707],
+    ),
+]
+Mtime = Annotated[
+    Annotated[_dt.datetime, msgspec.Meta(tz=True)] | int | float,
+    msgspec.Meta(
+        description="Modification time: RFC 3339 with a time zone, or Unix seconds.",
+        examples=["2024-07-01T10:00:00Z", 1719828000],
+    ),
+]
+Mode = Annotated[
+    int,
+    msgspec.Meta(
+        ge=0,
+        le=0o7777,
+        description="Unix permission bits (e.g. 420 = 0o644). Default 0o644, 0o755 for folders.",
+        examples=[420, 493],
+    ),
+]
+StorageName = Annotated[
+    Literal["auto", "store", "deflate-stored", "precompressed"],
+    msgspec.Meta(
+        description=(
+            "How the bytes are stored. 'auto' (default): stored when the CRC is known, else "
+            "stored deflate blocks. 'precompressed': the source is a raw DEFLATE stream; needs "
+            "`size`, `compressed_size` and `crc32`."
+        )
+    ),
+]
+
+
+class Entry(_Base, kw_only=True):
+    """One member of the archive and where its bytes come from (at most one source)."""
+
+    name: Name
+    path: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1,
+                description="A local file, relative to the server's first configured root "
+                "(or absolute inside one of the roots). Symlinks are followed and must stay "
+                "inside the roots.",
+                examples=["media/2024/beach.jpg"],
+            ),
+        ]
+        | None
+    ) = None
+    url: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                description="An http(s) URL inside the server's allow-list.",
+                examples=["https://cdn.example.com/cliff.jpg"],
+            ),
+        ]
+        | None
+    ) = None
+    text: Annotated[str, msgspec.Meta(description="Literal content, stored as UTF-8.")] | None = (
+        None
+    )
+    data: Annotated[bytes, msgspec.Meta(description="Literal content, base64-encoded.")] | None = (
+        None
+    )
+    size: Size | None = None
+    crc32: Crc32 | None = None
+    mtime: Mtime | None = None
+    mode: Mode | None = None
+    storage: StorageName | None = None
+    compressed_size: (
+        Annotated[
+            int,
+            msgspec.Meta(ge=2, description="Bytes of the raw DEFLATE stream (precompressed)."),
+        ]
+        | None
+    ) = None
+    headers: (
+        Annotated[
+            dict[str, str],
+            msgspec.Meta(
+                description="Request headers for a `url` entry (e.g. Authorization). Never "
+                "logged or echoed in errors."
+            ),
+        ]
+        | None
+    ) = None
+
+    def __post_init__(self) -> None:
+        # Raised errors become ValidationErrors carrying the entry's JSON path.
+        given = [f for f in SOURCE_FIELDS if getattr(self, f) is not None]
+        if len(given) > 1:
+            raise ValueError(f"has {' and '.join(given)}: an entry takes exactly one source")
+        is_dir = self.name.endswith("/")
+        if is_dir and given:
+            raise ValueError(f"a directory (name ending in '/') takes no {given[0]}")
+        if not is_dir and not given:
+            raise ValueError(f"needs a source: one of {', '.join(SOURCE_FIELDS)}")
+        if isinstance(self.crc32, str) and not _HEX8.fullmatch(self.crc32):
+            raise ValueError(f"crc32 must be 8 hex digits or an integer, not {self.crc32!r}")
+        if isinstance(self.crc32, int) and not 0 <= self.crc32 <= 0xFFFFFFFF:
+            raise ValueError("crc32 must be in [0, 2**32)")
+        if self.headers is not None and self.url is None:
+            raise ValueError("headers apply to url entries only")
+        if self.storage == "precompressed":
+            missing = [f for f in ("size", "crc32", "compressed_size") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"precompressed needs {', '.join(missing)}")
+        elif self.compressed_size is not None:
+            raise ValueError("compressed_size applies to precompressed entries only")
+        if self.text is not None and self.size is not None and self.size != len(self.text.encode()):
+            raise ValueError("size does not match the UTF-8 length of text")
+        if self.data is not None and self.size is not None and self.size != len(self.data):
+            raise ValueError("size does not match the length of data")
+
+    @property
+    def crc(self) -> int | None:
+        """The declared CRC-32 as an integer."""
+        if self.crc32 is None or isinstance(self.crc32, int):
+            return self.crc32
+        return int(self.crc32, 16)
+
+    @property
+    def mtime_seconds(self) -> float | None:
+        """The declared mtime in Unix seconds."""
+        if isinstance(self.mtime, _dt.datetime):
+            return self.mtime.timestamp()
+        return self.mtime
+
+
+class _Head(_Base, kw_only=True):
+    """The fields of a manifest other than its entries."""
+
+    version: Annotated[
+        Literal[1],
+        msgspec.Meta(description="Manifest format version. This document describes 1."),
+    ]
+    filename: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1,
+                max_length=255,
+                description="The download's file name (Content-Disposition). Default "
+                "'download.zip'.",
+                examples=["holiday-photos.zip"],
+            ),
+        ]
+        | None
+    ) = None
+    comment: (
+        Annotated[
+            str,
+            msgspec.Meta(description="Archive comment (at most 65,535 UTF-8 bytes)."),
+        ]
+        | None
+    ) = None
+    mtime: (
+        Annotated[
+            Mtime,
+            msgspec.Meta(description="Default mtime of entries that have none of their own."),
+        ]
+        | None
+    ) = None
+
+
+class Manifest(_Head, kw_only=True):
+    """A whole manifest: the archive's name, options and entries, in order."""
+
+    entries: list[Entry]
+
+
+class _RawManifest(_Head, kw_only=True):
+    entries: list[msgspec.Raw]
+
+
+class Problem(msgspec.Struct, frozen=True):
+    """One thing wrong with a manifest: where (a JSON path) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class ManifestError(ZipwareError, ValueError):
+    """A manifest cannot be used; ``problems`` lists every problem found, with its path."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        shown = "\n".join(str(p) for p in problems[:50])
+        more = f"\n(and {len(problems) - 50} more)" if len(problems) > 50 else ""
+        super().__init__(shown + more)
+
+
+_AT = re.compile(r" - at `\$(.*)`$")
+
+
+def _problem(exc: msgspec.MsgspecError, prefix: str) -> Problem:
+    """A msgspec error message as a Problem with the full JSON path."""
+    message = str(exc)
+    m = _AT.search(message)
+    if m is None:
+        return Problem(prefix, message)
+    return Problem(prefix + m.group(1), message[: m.start()])
+
+
+_head_decoder = msgspec.json.Decoder(_RawManifest)
+_entry_decoder = msgspec.json.Decoder(Entry)
+_encoder = msgspec.json.Encoder()
+
+
+def decode_partial(
+    body: bytes | str, *, max_entries: int | None = None
+) -> tuple[_Head, list[Entry | None], list[Problem]]:
+    """Decode what can be decoded: the head, each entry or None, and the problems found.
+
+    Raises :class:`ManifestError` only when the manifest's structure itself is unusable
+    (not JSON, wrong version, too many entries); a bad entry is reported and skipped, so
+    the caller can go on checking the others.
+    """
+    try:
+        head = _head_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        if isinstance(exc, msgspec.ValidationError):
+            raise ManifestError([_problem(exc, "$")]) from None
+        raise ManifestError([Problem("$", f"not valid JSON: {exc}")]) from None
+    if max_entries is not None and len(head.entries) > max_entries:
+        raise ManifestError(
+            [
+                Problem(
+                    "$.entries",
+                    f"{len(head.entries)} entries, more than the limit of {max_entries}",
+                )
+            ]
+        )
+    entries: list[Entry | None] = []
+    problems: list[Problem] = []
+    decode_entry = _entry_decoder.decode
+    for i, raw in enumerate(head.entries):
+        try:
+            entries.append(decode_entry(raw))
+        except msgspec.ValidationError as exc:
+            problems.append(_problem(exc, f"$.entries[{i}]"))
+            entries.append(None)
+    return head, entries, problems
+
+
+def decode(body: bytes | str, *, max_entries: int | None = None) -> Manifest:
+    """Decode and validate a manifest's JSON; raise :class:`ManifestError` with all problems.
+
+    Structure is checked first (JSON syntax, version, top-level fields); then every entry
+    is decoded on its own so that the problems of all entries are reported together.
+    """
+    head, entries, problems = decode_partial(body, max_entries=max_entries)
+    if problems:
+        raise ManifestError(problems)
+    return Manifest(
+        version=head.version,
+        filename=head.filename,
+        comment=head.comment,
+        mtime=head.mtime,
+        entries=entries,  # type: ignore[arg-type]
+    )
+
+
+def encode(manifest: Manifest) -> bytes:
+    """The manifest as compact JSON, ready to be a response body."""
+    return _encoder.encode(manifest)
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of manifest v1 (what ``spec/manifest.schema.json`` holds)."""
+    out: dict[str, Any] = msgspec.json.schema(Manifest)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "zipware manifest v1",
+        **out,
+    }

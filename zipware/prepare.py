@@ -1,0 +1,320 @@
+"""Prepare: turn a manifest into an :class:`~zipware.archive.Archive`, before any byte.
+
+Everything that can fail before the first byte fails here, all at once: the manifest's
+structure, every entry's fields, local paths against the roots (stat'ed for size and mtime),
+URLs against the allow-list (HEAD'ed when their size is not declared), member names,
+duplicates and the limits. The result carries what an HTTP layer needs next: the archive,
+the download's file name, a fingerprint for the ETag and a Last-Modified time.
+
+The work is split so the sync and async forms share it: :class:`_Preparer` does everything
+without network I/O; :func:`prepare` and :func:`aprepare` only differ in how they run the
+HEAD requests (a thread pool, or tasks on the event loop), both bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import anyio
+import msgspec
+
+from .archive import Archive
+from .errors import InvalidMemberError
+from .manifest import Entry, Manifest, ManifestError, Problem, _Head, decode_partial
+from .plan import Member, Plan
+from .policy import Policy, PolicyError
+from .sources import BytesSource, FileSource, Source, URLSource, redact_url
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["Download", "aprepare", "prepare"]
+
+DEFAULT_FILENAME = "download.zip"
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """A prepared archive and what an HTTP response says about it.
+
+    ``fingerprint`` changes whenever the archive's bytes could: it covers the manifest's
+    declarations and what was resolved before the first byte (sizes, mtimes, file identity),
+    never CRCs learned while streaming. ``last_modified`` is the newest member mtime.
+    """
+
+    archive: Archive
+    filename: str
+    fingerprint: str
+    last_modified: float | None
+
+    @property
+    def size(self) -> int:
+        """The archive's exact size in bytes."""
+        return self.archive.size
+
+
+class _Preparer:
+    """Builds members from entries; collects problems instead of stopping at the first."""
+
+    def __init__(
+        self,
+        head: _Head,
+        entries: list[Entry | None],
+        *,
+        problems: list[Problem],
+        policy: Policy,
+        client: httpx.Client | None,
+        async_client: httpx.AsyncClient | None,
+    ) -> None:
+        self.head = head
+        self.entries = entries
+        self.policy = policy
+        self.problems = problems
+        self.members: list[Member] = []
+        self.index: list[int] = []  # entry index of each member (undecodable entries are skipped)
+        self.identity: list[object] = []
+        self.pending: list[tuple[int, URLSource]] = []  # members whose size needs a HEAD
+        self.dir_cache: dict[str, str] = {}
+        self.client = client
+        self.async_client = async_client
+        default = head.mtime
+        self.default_mtime = default.timestamp() if isinstance(default, datetime) else default
+        for i, entry in enumerate(entries):
+            if entry is not None:
+                self._add(i, entry)
+
+    def _fail(self, i: int, field: str, message: str) -> None:
+        self.problems.append(Problem(f"$.entries[{i}]{'.' + field if field else ''}", message))
+
+    def _add(self, i: int, e: Entry) -> None:
+        policy = self.policy
+        before = len(self.problems)
+        size = e.size
+        mtime = e.mtime_seconds
+        source: Source | None = None
+        ident: object = None
+        crc = e.crc
+        if len(e.name.encode("utf-8", "surrogatepass")) > policy.max_name_bytes:
+            self._fail(i, "name", f"name is longer than {policy.max_name_bytes} bytes")
+        if e.path is not None:
+            try:
+                real, st = policy.resolve_path(e.path, self.dir_cache)
+            except PolicyError as exc:
+                self._fail(i, "path", str(exc))
+            else:
+                if e.storage != "precompressed" and size is not None and size != st.st_size:
+                    self._fail(i, "size", f"declared {size} bytes, the file has {st.st_size}")
+                elif e.storage == "precompressed" and e.compressed_size != st.st_size:
+                    self._fail(
+                        i,
+                        "compressed_size",
+                        f"declared {e.compressed_size} bytes, the file has {st.st_size}",
+                    )
+                if size is None:
+                    size = st.st_size
+                if mtime is None:
+                    mtime = st.st_mtime
+                source = FileSource(real)
+                ident = ("path", real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        elif e.url is not None:
+            try:
+                policy.check_url(e.url)
+            except PolicyError as exc:
+                self._fail(i, "url", str(exc))
+            else:
+                url_source = URLSource(
+                    e.url,
+                    headers=e.headers,
+                    client=self.client,
+                    async_client=self.async_client,
+                    check_url=policy.check_url,
+                    max_redirects=policy.max_redirects,
+                    timeout=policy.url_timeout,
+                )
+                source = url_source
+                # the query often holds a signature that changes on every request; the
+                # declared size and CRC pin the content
+                ident = ("url", redact_url(e.url))
+                if size is None:
+                    self.pending.append((len(self.members), url_source))
+        elif e.text is not None or e.data is not None:
+            content = e.text.encode() if e.text is not None else e.data
+            assert content is not None
+            size = len(content)
+            computed = zlib.crc32(content)
+            if crc is not None and crc != computed and e.storage != "precompressed":
+                self._fail(i, "crc32", f"declared {crc:08x}, the content's is {computed:08x}")
+            crc = crc if e.storage == "precompressed" else computed
+            if e.storage == "precompressed":
+                size = e.size
+            source = BytesSource(content)
+            ident = ("bytes", computed)
+        if mtime is None:
+            mtime = self.default_mtime
+        self.index.append(i)
+        if len(self.problems) > before:
+            # still planned by name alone, so name problems and duplicates are reported too
+            self.members.append(Member(e.name))
+            self.identity.append(None)
+            return
+        self.members.append(
+            Member(
+                e.name,
+                size=size or 0,
+                source=source,
+                crc32=crc,
+                mtime=mtime,
+                mode=e.mode,
+                storage=e.storage or "auto",
+                compressed_size=e.compressed_size,
+            )
+        )
+        self.identity.append(ident)
+
+    def resolved(self, k: int, result: tuple[int, float | None] | BaseException) -> None:
+        """Record the outcome of member ``k``'s HEAD request."""
+        i = self.index[k]
+        if isinstance(result, BaseException):
+            self._fail(i, "url", f"size unknown: {result}")
+            return
+        size, mtime = result
+        member = self.members[k]
+        member.size = size
+        entry = self.entries[i]
+        if entry is not None and entry.mtime is None and mtime is not None:
+            member.mtime = mtime
+
+    def finish(self) -> Download:
+        """Plan the archive, or raise ManifestError with every problem found."""
+        plan: Plan | None = None
+        try:
+            plan = Plan(self.members, comment=self.head.comment or b"")
+        except InvalidMemberError as exc:
+            for k, _, message in exc.problems:
+                where = "$.comment" if k < 0 else f"$.entries[{self.index[k]}].name"
+                self.problems.append(Problem(where, message))
+        limit = self.policy.max_archive_bytes
+        if plan is not None and limit is not None and plan.size > limit:
+            self.problems.append(
+                Problem("$", f"the archive would be {plan.size} bytes, over the limit of {limit}")
+            )
+        if self.problems or plan is None:
+            self.problems.sort(key=_problem_order)
+            raise ManifestError(self.problems)
+        mtimes = [m.mtime for m in self.members if m.mtime is not None]
+        return Download(
+            archive=Archive(plan),
+            filename=self.head.filename or DEFAULT_FILENAME,
+            fingerprint=self._fingerprint(plan),
+            last_modified=max(mtimes) if mtimes else None,
+        )
+
+    def _fingerprint(self, plan: Plan) -> str:
+        rows = [
+            (
+                m.name,
+                plan.file_size(i),
+                plan.compressed_size(i),
+                plan.declared_crc(i),
+                plan.mtime(i),
+                plan.mode(i),
+                plan.is_framed(i),
+                plan.has_descriptor(i),
+                self.identity[i],
+            )
+            for i, m in enumerate(self.members)
+        ]
+        digest = hashlib.blake2b(
+            msgspec.msgpack.encode([plan.size, plan.comment, rows]), digest_size=16
+        )
+        return digest.hexdigest()
+
+
+def _problem_order(p: Problem) -> tuple[int, str]:
+    if p.path.startswith("$.entries["):
+        return int(p.path[10 : p.path.index("]")]), p.path
+    return -1, p.path
+
+
+def _start(
+    manifest: Manifest | bytes | str,
+    policy: Policy,
+    client: httpx.Client | None,
+    async_client: httpx.AsyncClient | None,
+) -> _Preparer:
+    if isinstance(manifest, Manifest):
+        if len(manifest.entries) > policy.max_entries:
+            raise ManifestError(
+                [Problem("$.entries", f"more than the limit of {policy.max_entries} entries")]
+            )
+        entries: list[Entry | None] = list(manifest.entries)
+        return _Preparer(
+            manifest, entries, problems=[], policy=policy, client=client, async_client=async_client
+        )
+    size = len(manifest.encode() if isinstance(manifest, str) else manifest)
+    if size > policy.max_manifest_bytes:
+        raise ManifestError(
+            [
+                Problem(
+                    "$", f"manifest is {size} bytes, over the limit of {policy.max_manifest_bytes}"
+                )
+            ]
+        )
+    head, entries, problems = decode_partial(manifest, max_entries=policy.max_entries)
+    return _Preparer(
+        head, entries, problems=problems, policy=policy, client=client, async_client=async_client
+    )
+
+
+def prepare(
+    manifest: Manifest | bytes | str,
+    policy: Policy | None = None,
+    *,
+    client: httpx.Client | None = None,
+) -> Download:
+    """Validate and resolve a manifest (JSON or a :class:`Manifest`) into a :class:`Download`.
+
+    Raises :class:`~zipware.manifest.ManifestError` listing every problem, each with its
+    JSON path. HEAD requests for URL sizes run on a bounded thread pool.
+    """
+    preparer = _start(manifest, policy or Policy(), client, None)
+    if preparer.pending:
+        workers = max(1, min(preparer.policy.head_concurrency, len(preparer.pending)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="zipware-head") as pool:
+            futures = [(i, pool.submit(src.stat)) for i, src in preparer.pending]
+            for i, future in futures:
+                exc = future.exception()
+                preparer.resolved(i, exc if exc is not None else future.result())
+    return preparer.finish()
+
+
+async def aprepare(
+    manifest: Manifest | bytes | str,
+    policy: Policy | None = None,
+    *,
+    async_client: httpx.AsyncClient | None = None,
+) -> Download:
+    """Async form of :func:`prepare`: local stats run in a worker thread, HEADs as tasks."""
+    preparer: _Preparer = await anyio.to_thread.run_sync(
+        _start, manifest, policy or Policy(), None, async_client
+    )
+    if preparer.pending:
+        limiter = anyio.Semaphore(preparer.policy.head_concurrency)
+
+        async def head(i: int, src: URLSource) -> None:
+            async with limiter:
+                try:
+                    result: tuple[int, float | None] | BaseException = await src.astat()
+                except Exception as exc:  # reported as the entry's problem, with the rest
+                    result = exc
+            preparer.resolved(i, result)
+
+        async with anyio.create_task_group() as tg:
+            for i, src in preparer.pending:
+                tg.start_soon(head, i, src)
+    return preparer.finish()

@@ -32,8 +32,9 @@ import time
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
+
+import msgspec
 
 from .errors import InvalidMemberError
 
@@ -126,8 +127,7 @@ class Storage(str, enum.Enum):
     PRECOMPRESSED = "precompressed"
 
 
-@dataclass(slots=True)
-class Member:
+class Member(msgspec.Struct):
     """What the plan needs to know about one member; sources are opened only when streamed.
 
     ``name`` is ``/``-separated; a trailing ``/`` makes a directory. ``size`` is the
@@ -485,6 +485,15 @@ class Plan:
     def has_descriptor(self, i: int) -> bool:
         """Whether member ``i``'s CRC comes after its data (bit 3, data descriptor)."""
         return bool(self._flags[i] & _F_DESC)
+
+    def layout_material(self) -> Iterator[bytes]:
+        """Bytes that determine the layout, for fingerprints (ETags): equal plans, equal bytes."""
+        yield len(self._names).to_bytes(8, "little")
+        yield b"\x00".join(self._names)
+        for column in (self._sizes, self._csizes, self._crcs, self._mtimes, self._modes):
+            yield column.tobytes()
+        yield self._flags.tobytes()
+        yield self.comment
 
     def crc_array(self) -> array[int]:
         """A fresh copy of the declared CRCs (-1 where unknown), for an encoder to fill."""

@@ -91,28 +91,33 @@ class Policy:
         return False
 
     def resolve_path(
-        self, path: str, dir_cache: dict[str, str] | None = None
+        self, path: str, dir_cache: dict[str, tuple[str, bool]] | None = None
     ) -> tuple[str, os.stat_result]:
         """The real path of a local ``path`` entry and its ``stat``; raises PolicyError.
 
-        ``dir_cache`` maps directories to their real paths across calls, so resolving
-        100,000 files in a few folders costs one ``realpath`` per folder, not per file.
+        ``dir_cache`` remembers each directory's real path and whether it lies inside the
+        roots, across calls: 100,000 files in a few folders cost one ``realpath`` per folder
+        and one ``lstat`` per file.
         """
         if not self.roots:
             raise PolicyError("local files are not allowed (no root is configured)")
         if "\x00" in path:
             raise PolicyError("path contains a NUL byte")
-        joined = path if os.path.isabs(path) else os.path.join(self.roots[0], path)
-        head, tail = os.path.split(joined)
-        if tail in ("", ".", ".."):
+        # plain string work: os.path.join/split cost more than the lstat itself here
+        joined = path if path[:1] == "/" else f"{self.roots[0]}/{path}"
+        head, _, tail = joined.rpartition("/")
+        if tail in ("", ".", "..") or not head:
             real = os.path.realpath(joined)
+            inside = self._inside(real)
         else:
             cache = {} if dir_cache is None else dir_cache
-            real_head = cache.get(head)
-            if real_head is None:
-                real_head = cache[head] = os.path.realpath(head)
-            real = os.path.join(real_head, tail)
-        if not self._inside(real):
+            known = cache.get(head)
+            if known is None:
+                real_head = os.path.realpath(head)
+                known = cache[head] = (real_head, self._inside(real_head))
+            real = f"{known[0]}/{tail}" if known[0] != "/" else f"/{tail}"
+            inside = known[1]
+        if not inside:
             raise PolicyError(f"path {path!r} is outside the allowed roots")
         try:
             st = os.lstat(real)

@@ -79,7 +79,7 @@ class _Preparer:
         self.index: list[int] = []  # entry index of each member (undecodable entries are skipped)
         self.identity: list[object] = []
         self.pending: list[tuple[int, URLSource]] = []  # members whose size needs a HEAD
-        self.dir_cache: dict[str, str] = {}
+        self.dir_cache: dict[str, tuple[str, bool]] = {}
         self.client = client
         self.async_client = async_client
         default = head.mtime
@@ -99,7 +99,10 @@ class _Preparer:
         source: Source | None = None
         ident: object = None
         crc = e.crc
-        if len(e.name.encode("utf-8", "surrogatepass")) > policy.max_name_bytes:
+        if (
+            policy.max_name_bytes < 65_535
+            and len(e.name.encode("utf-8", "surrogatepass")) > policy.max_name_bytes
+        ):
             self._fail(i, "name", f"name is longer than {policy.max_name_bytes} bytes")
         if e.path is not None:
             try:
@@ -215,23 +218,13 @@ class _Preparer:
         )
 
     def _fingerprint(self, plan: Plan) -> str:
-        rows = [
-            (
-                m.name,
-                plan.file_size(i),
-                plan.compressed_size(i),
-                plan.declared_crc(i),
-                plan.mtime(i),
-                plan.mode(i),
-                plan.is_framed(i),
-                plan.has_descriptor(i),
-                self.identity[i],
-            )
-            for i, m in enumerate(self.members)
-        ]
-        digest = hashlib.blake2b(
-            msgspec.msgpack.encode([plan.size, plan.comment, rows]), digest_size=16
-        )
+        # everything that shapes the bytes, as known before the first one: the plan's
+        # columns (names, sizes, declared CRCs, mtimes, modes, storage) and where each
+        # member's bytes come from (file identity, URL without its query, content CRC)
+        digest = hashlib.blake2b(digest_size=16)
+        for part in plan.layout_material():
+            digest.update(part)
+        digest.update(msgspec.msgpack.encode(self.identity))
         return digest.hexdigest()
 
 

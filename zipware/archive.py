@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 import zlib
 from array import array
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator
 from contextlib import aclosing
 
 from ._crc import crc32
@@ -325,12 +325,12 @@ class Archive:
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self.aiter_range(0, None)
 
-    def iter_range(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    def iter_range(self, start: int = 0, end: int | None = None) -> Generator[bytes, None, None]:
         """Yield the bytes of ``[start, end)`` of the archive, reading only what overlaps."""
         start, end, _ = self._bounds(start, end)
         return self._iter(start, end)
 
-    def _iter(self, start: int, end: int) -> Iterator[bytes]:
+    def _iter(self, start: int, end: int) -> Generator[bytes, None, None]:
         plan = self.plan
         crcs = self.crcs
         out = _Coalescer(self.chunk_size)
@@ -371,12 +371,12 @@ class Archive:
         if last is not None:
             yield last
 
-    def aiter_range(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    def aiter_range(self, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         """Async form of :meth:`iter_range`; sources are read with their async methods."""
         start, end, _ = self._bounds(start, end)
         return self._aiter(start, end)
 
-    async def _aiter(self, start: int, end: int) -> AsyncIterator[bytes]:
+    async def _aiter(self, start: int, end: int) -> AsyncGenerator[bytes, None]:
         plan = self.plan
         crcs = self.crcs
         out = _Coalescer(self.chunk_size)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -45,12 +45,15 @@ class Download:
     ``fingerprint`` changes whenever the archive's bytes could: it covers the manifest's
     declarations and what was resolved before the first byte (sizes, mtimes, file identity),
     never CRCs learned while streaming. ``last_modified`` is the newest member mtime.
+    ``file_keys`` maps the members read from local files whose CRC was not declared to
+    their identity (real path, device, inode, size, mtime), the key a CRC cache uses.
     """
 
     archive: Archive
     filename: str
     fingerprint: str
     last_modified: float | None
+    file_keys: dict[int, tuple[object, ...]] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -77,7 +80,7 @@ class _Preparer:
         self.problems = problems
         self.members: list[Member] = []
         self.index: list[int] = []  # entry index of each member (undecodable entries are skipped)
-        self.identity: list[object] = []
+        self.identity: list[tuple[object, ...] | None] = []
         self.pending: list[tuple[int, URLSource]] = []  # members whose size needs a HEAD
         self.dir_cache: dict[str, tuple[str, bool]] = {}
         self.client = client
@@ -97,7 +100,7 @@ class _Preparer:
         size = e.size
         mtime = e.mtime_seconds
         source: Source | None = None
-        ident: object = None
+        ident: tuple[object, ...] | None = None
         crc = e.crc
         if (
             policy.max_name_bytes < 65_535
@@ -210,11 +213,17 @@ class _Preparer:
             self.problems.sort(key=_problem_order)
             raise ManifestError(self.problems)
         mtimes = [m.mtime for m in self.members if m.mtime is not None]
+        keys = {
+            k: ident
+            for k, ident in enumerate(self.identity)
+            if isinstance(ident, tuple) and ident[0] == "path" and plan.declared_crc(k) is None
+        }
         return Download(
             archive=Archive(plan),
             filename=self.head.filename or DEFAULT_FILENAME,
             fingerprint=self._fingerprint(plan),
             last_modified=max(mtimes) if mtimes else None,
+            file_keys=keys,
         )
 
     def _fingerprint(self, plan: Plan) -> str:

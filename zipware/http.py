@@ -1,0 +1,246 @@
+"""The HTTP decisions, without I/O: trigger, headers, ETag, conditionals and Range.
+
+The WSGI and ASGI middlewares (and the proxy) are thin drivers over these functions: they
+move bytes and call the application; everything a response *says* is decided here, on
+plain strings, so both drivers answer the same request the same way. Header parsing comes
+from :mod:`werkzeug.http`, which is itself I/O-free.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from werkzeug.http import (
+    http_date,
+    parse_date,
+    parse_etags,
+    parse_if_range_header,
+    parse_range_header,
+)
+
+from .manifest import CONTENT_TYPE, TRIGGER_HEADER
+from .prepare import Download
+
+__all__ = [
+    "CONDITIONAL_REQUEST_HEADERS",
+    "CRCCache",
+    "Reply",
+    "content_disposition",
+    "decide",
+    "error_reply",
+    "is_manifest",
+]
+
+logger = logging.getLogger("zipware")
+
+# Conditionals and ranges of the client are about the archive, not about the manifest the
+# application returns: they are removed before the application is called.
+CONDITIONAL_REQUEST_HEADERS = (
+    "range",
+    "if-range",
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+)
+
+# Response headers of the application that describe the manifest body, not the archive.
+_DROPPED_APP_HEADERS = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "content-encoding",
+        "content-range",
+        "transfer-encoding",
+        "etag",
+        "last-modified",
+        "accept-ranges",
+        "content-disposition",
+        TRIGGER_HEADER.lower(),
+    }
+)
+
+
+def is_manifest(status: int, headers: Iterable[tuple[str, str]]) -> bool:
+    """Whether a response is a zipware manifest (see ``spec/manifest.md``, the trigger)."""
+    if status != 200:
+        return False
+    for name, value in headers:
+        lname = name.lower()
+        if lname == TRIGGER_HEADER.lower():
+            return True
+        if lname == "content-type" and value.split(";")[0].strip().lower() == CONTENT_TYPE:
+            return True
+    return False
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an ASCII fallback and the exact UTF-8 name (RFC 6266 / 5987)."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%' else "_" for c in filename)
+    value = f'attachment; filename="{fallback}"'
+    if fallback != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return value
+
+
+class CRCCache:
+    """A bounded, thread-safe memory of CRCs computed while streaming local files.
+
+    Keyed by the file's identity as resolved at prepare time (real path, device, inode,
+    size, mtime in ns), so a changed file never matches. Filled after a complete download;
+    consulted to serve ranges of archives whose CRCs were not declared. It never changes
+    an archive's layout: members stay in the storage mode the manifest implies.
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._data: OrderedDict[tuple[object, ...], int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def fill(self, download: Download) -> None:
+        """Put the CRCs this cache knows into ``download.archive.crcs``."""
+        crcs = download.archive.crcs
+        with self._lock:
+            for i, key in download.file_keys.items():
+                if crcs[i] < 0:
+                    crc = self._data.get(key)
+                    if crc is not None:
+                        crcs[i] = crc
+                        self._data.move_to_end(key)
+
+    def learn(self, download: Download) -> None:
+        """Remember the CRCs a complete pass over ``download`` computed."""
+        crcs = download.archive.crcs
+        with self._lock:
+            for i, key in download.file_keys.items():
+                if crcs[i] >= 0:
+                    self._data[key] = crcs[i]
+                    self._data.move_to_end(key)
+            while len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
+
+
+@dataclass
+class Reply:
+    """What to answer: status, headers, and which bytes of the archive (if any) follow.
+
+    ``span`` is ``(start, end)`` of the archive to stream, or None when the body is
+    ``body`` (errors, 304, 416) or empty (HEAD). ``complete`` is true when the whole archive
+    is sent, so the CRCs it computes can be remembered afterwards.
+    """
+
+    status: int
+    headers: list[tuple[str, str]]
+    span: tuple[int, int] | None = None
+    body: bytes = b""
+    complete: bool = False
+    reason: str = field(default="", repr=False)
+
+
+def error_reply(message: str) -> Reply:
+    """A 500 with a short plain-text body (details go to the log, not to the client)."""
+    body = f"zipware: {message}\n".encode()
+    return Reply(
+        500,
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+        ],
+        body=body,
+        reason=message,
+    )
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    etags = parse_etags(header)
+    return etags.contains(etag.strip('"')) or etags.star_tag
+
+
+def decide(
+    download: Download,
+    *,
+    method: str,
+    request_headers: Mapping[str, str],
+    app_headers: Iterable[tuple[str, str]] = (),
+) -> Reply:
+    """The reply to a GET or HEAD whose application answered with a manifest.
+
+    ``request_headers`` maps lower-case names to values (the client's original request).
+    Conditionals follow RFC 9110: If-None-Match before If-Modified-Since; a matching one
+    gives 304. A single satisfiable range gives 206 when every CRC it covers is known
+    (declared, or remembered by a :class:`CRCCache`); several ranges, a malformed Range
+    or a failed If-Range give the whole archive (200); an unsatisfiable one gives 416.
+    """
+    archive = download.archive
+    size = archive.size
+    etag = f'"{download.fingerprint}"'
+    rangeable = not archive.missing_crcs(0, size)
+    headers = [(k, v) for k, v in app_headers if k.lower() not in _DROPPED_APP_HEADERS]
+    headers.append(("ETag", etag))
+    last_modified = None
+    if download.last_modified is not None:
+        last_modified = http_date(max(0, int(download.last_modified)))
+        headers.append(("Last-Modified", last_modified))
+    if rangeable:
+        headers.append(("Accept-Ranges", "bytes"))
+    # proxies such as nginx would otherwise buffer the whole stream before sending it
+    headers.append(("X-Accel-Buffering", "no"))
+
+    if_none_match = request_headers.get("if-none-match")
+    if if_none_match is not None:
+        if _etag_matches(if_none_match, etag):
+            return Reply(304, headers)
+    else:
+        ims = parse_date(request_headers.get("if-modified-since"))
+        if (
+            ims is not None
+            and download.last_modified is not None
+            and int(download.last_modified) <= ims.timestamp()
+        ):
+            return Reply(304, headers)
+
+    headers.append(("Content-Disposition", content_disposition(download.filename)))
+    send = method != "HEAD"
+    span = (0, size)
+    status = 200
+    range_header = request_headers.get("range")
+    if range_header is not None and rangeable:
+        if_range = request_headers.get("if-range")
+        fresh = True
+        if if_range is not None:
+            parsed = parse_if_range_header(if_range)
+            if parsed.etag is not None:
+                fresh = parsed.etag == download.fingerprint  # strong comparison
+            elif parsed.date is not None and last_modified is not None:
+                fresh = http_date(parsed.date) == last_modified
+            else:
+                fresh = False
+        ranges = parse_range_header(range_header) if fresh else None
+        if ranges is not None and len(ranges.ranges) == 1:
+            bounds = ranges.range_for_length(size)
+            if bounds is None:
+                headers.append(("Content-Range", f"bytes */{size}"))
+                headers.append(("Content-Type", "text/plain; charset=utf-8"))
+                body = b"Requested range not satisfiable\n"
+                headers.append(("Content-Length", str(len(body))))
+                return Reply(416, headers, body=body if send else b"")
+            span = bounds
+            status = 206
+            headers.append(("Content-Range", f"bytes {span[0]}-{span[1] - 1}/{size}"))
+    headers.append(("Content-Type", "application/zip"))
+    headers.append(("Content-Length", str(span[1] - span[0])))
+    return Reply(
+        status,
+        headers,
+        span=span if send else None,
+        complete=send and span == (0, size),
+    )

@@ -2,7 +2,7 @@
 
 Describe the members, build an :class:`Archive`, and stream it::
 
-    from zipware import Archive, Member, FileSource
+    from zipware import Archive, Member, BytesSource
 
     archive = Archive([Member("a.txt", size=3, source=BytesSource(b"abc"))])
     archive.size          # exact, before any byte is read

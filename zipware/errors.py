@@ -55,6 +55,7 @@ class SourceError(ZipwareError):
     def __init__(self, index: int, name: str, message: str) -> None:
         self.index = index
         self.name = name
+        self.detail = message
         super().__init__(f"member {index} ({name!r}): {message}")
 
 

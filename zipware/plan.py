@@ -111,6 +111,7 @@ _S_IFREG = 0o100000
 _S_IFDIR = 0o040000
 
 _DOS_EPOCH = (0x21, 0x0000)  # 1980-01-01 00:00:00 as (date, time)
+_MTIME_LIMIT = 2**62  # fits the int64 column; far past any date a reader can show
 
 
 class Storage(str, enum.Enum):
@@ -376,7 +377,13 @@ class Plan:
             if nlen != len(name):
                 f |= _F_UTF8
             mtime = m.mtime
-            mt = default_mt if mtime is None else int(mtime)
+            if mtime is None:
+                mt = default_mt
+            elif -_MTIME_LIMIT < mtime < _MTIME_LIMIT:  # also false for NaN
+                mt = int(mtime)
+            else:
+                problems.append((index, name, f"mtime {mtime!r} is out of range"))
+                continue
             if 0 <= mt <= 0x7FFFFFFF:
                 # the 0x5455 field is a signed 32-bit count in Info-ZIP; outside it, DOS only
                 f |= _F_XTIME

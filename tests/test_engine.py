@@ -626,3 +626,91 @@ def test_file_source_reads_from_an_offset(tmp_path: os.PathLike[str]) -> None:
         f.write(data)
     assert b"".join(FileSource(path).iter_chunks(123_456)) == data[123_456:]
     assert asyncio.run(acollect(FileSource(path).aiter_chunks(5))) == data[5:]
+
+
+# -- astream: the async push form with read-ahead ------------------------------------------
+
+
+async def astream_bytes(
+    archive: Archive, start: int = 0, end: int | None = None, **kw: int
+) -> bytes:
+    out: list[bytes] = []
+
+    async def sink(chunk: bytes) -> None:
+        out.append(chunk)
+
+    await archive.astream(sink, start, end, **kw)
+    return b"".join(out)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    spec=member_sets(),
+    cuts=st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), max_size=5),
+    lookahead=st.integers(0, 3),
+)
+def test_property_astream_agrees(
+    spec: list[tuple[str, bytes, str, bool, int | None]],
+    cuts: list[tuple[float, float]],
+    lookahead: int,
+) -> None:
+    archive = Archive(build(spec))
+    full = asyncio.run(astream_bytes(archive, lookahead=lookahead))
+    assert full == collect(Archive(build(spec)))
+    for a, b in cuts:
+        start, end = sorted((int(a * archive.size), int(b * archive.size)))
+        assert (
+            asyncio.run(astream_bytes(archive, start, end, lookahead=lookahead)) == full[start:end]
+        )
+
+
+def test_astream_opens_the_next_member_while_one_streams() -> None:
+    log: list[tuple[str, str]] = []
+    payloads = [os.urandom(400_000) for _ in range(4)]
+    members = [
+        Member(f"m{i}", size=len(p), source=Tracked(f"m{i}", p, log, chunk=65_536))
+        for i, p in enumerate(payloads)
+    ]
+    archive = Archive(members)
+    seen_open: list[int] = []
+
+    async def sink(chunk: bytes) -> None:
+        seen_open.append(open_count(log))
+        await asyncio.sleep(0.001)  # a slow client: read-ahead gets its chance
+
+    asyncio.run(archive.astream(sink, lookahead=1))
+    assert max(seen_open) == 2  # the current member and the one after it, no more
+    assert open_count(log) == 0
+    assert [n for e, n in log if e == "open"] == ["m0", "m1", "m2", "m3"]
+
+
+@pytest.mark.parametrize("kind", ["short", "long", "crc", "error"])
+def test_astream_failures_surface_in_order_and_close_everything(kind: str) -> None:
+    log: list[tuple[str, str]] = []
+    archive = Archive(failing_members(kind, log))
+    received: list[bytes] = []
+
+    async def sink(chunk: bytes) -> None:
+        received.append(chunk)
+
+    with pytest.raises(SourceError) as info:
+        asyncio.run(archive.astream(sink, lookahead=2))
+    assert info.value.name == "bad"  # not "after", though it was read ahead
+    assert sum(map(len, received)) < archive.size
+    assert open_count(log) == 0
+
+
+def test_astream_stops_when_the_sink_fails() -> None:
+    log: list[tuple[str, str]] = []
+    payloads = [os.urandom(300_000) for _ in range(3)]
+    members = [
+        Member(f"m{i}", size=len(p), source=Tracked(f"m{i}", p, log))
+        for i, p in enumerate(payloads)
+    ]
+
+    async def sink(chunk: bytes) -> None:
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        asyncio.run(Archive(members).astream(sink))
+    assert open_count(log) == 0

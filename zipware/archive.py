@@ -8,15 +8,28 @@ and one async (:meth:`Archive.aiter_range`), so both produce the same bytes by c
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import zlib
 from array import array
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+)
 from contextlib import aclosing
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._crc import crc32
 from .errors import CRCMismatchError, MissingCRCError, SourceError, SourceSizeError
 from .plan import BLOCK_OVERHEAD, BLOCK_SIZE, Member, PieceKind, Plan
+from .sources import Source
 
 __all__ = ["CHUNK_SIZE", "Archive"]
 
@@ -32,6 +45,12 @@ def _block_header(k: int, size: int) -> bytes:
     length = min(BLOCK_SIZE, size - k * BLOCK_SIZE)
     final = 1 if (k + 1) * BLOCK_SIZE >= size else 0
     return _BLOCK_HEADER.pack(final, length, length ^ 0xFFFF)
+
+
+def _source_offset(framed: bool, start: int) -> int:
+    """Where in the source a read of the data span from ``start`` begins."""
+    # a framed span is cut into whole blocks: start at the block that holds ``start``
+    return (start // _FRAMED_BLOCK) * BLOCK_SIZE if framed else start
 
 
 class _DataRead:
@@ -73,14 +92,13 @@ class _DataRead:
         self.inflater = (
             zlib.decompressobj(-15) if self.full and plan.is_precompressed(index) else None
         )
+        self.source_offset = _source_offset(self.framed, start)
         if self.framed:
             block = start // _FRAMED_BLOCK
-            self.source_offset = block * BLOCK_SIZE
             self.skip = start - block * _FRAMED_BLOCK  # framed bytes to drop first
             last = (end - 1) // _FRAMED_BLOCK if end > start else block
             self.need = min(self.size, (last + 1) * BLOCK_SIZE) - self.source_offset
         else:
-            self.source_offset = start
             self.skip = 0
             self.need = end - start
         self.remaining = end - start  # archive bytes still to hand out
@@ -417,3 +435,114 @@ class Archive:
         last = out.flush()
         if last is not None:
             yield last
+
+    async def astream(
+        self,
+        sink: Callable[[bytes], Awaitable[object]],
+        start: int = 0,
+        end: int | None = None,
+        *,
+        lookahead: int = 1,
+        buffer: int = 2,
+    ) -> None:
+        """Send the bytes of ``[start, end)`` to ``sink``, opening sources ahead of time.
+
+        While one member streams, the next ``lookahead`` members' sources are already
+        opened and up to ``buffer`` chunks of each are read, so the latency of opening a
+        URL or an object hides behind the bytes before it. Memory stays bounded by
+        ``(lookahead + 1) * buffer`` chunks. A failure of a source read ahead surfaces
+        only when the stream reaches that member, as a :class:`SourceError`.
+
+        A coroutine rather than an async generator: the read-ahead tasks need a task group,
+        which must not stay open across the suspension points of a generator.
+        """
+        start, end, _ = self._bounds(start, end)
+        plan = self.plan
+        crcs = self.crcs
+        out = _Coalescer(self.chunk_size)
+        ahead = (
+            (p.member, max(start, p.start) - p.start)
+            for p in plan.pieces(start, end)
+            if p.kind == PieceKind.DATA and plan.source(p.member) is not None
+        )
+        pending: dict[int, MemoryObjectReceiveStream[bytes | Exception]] = {}
+
+        def source_of(i: int) -> Source:
+            source = plan.source(i)
+            assert source is not None
+            return source
+
+        async def read_ahead(
+            source: Source, offset: int, into: MemoryObjectSendStream[bytes | Exception]
+        ) -> None:
+            async with into:
+                try:
+                    async with aclosing(source.aiter_chunks(offset)) as it:
+                        async for data in it:
+                            await into.send(data)
+                except anyio.BrokenResourceError:
+                    pass  # the reader stopped early (a range), nothing more is wanted
+                except Exception as exc:  # handed over, raised in stream order
+                    with contextlib.suppress(anyio.BrokenResourceError):
+                        await into.send(exc)
+
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+
+            def schedule(limit: int) -> None:
+                # keep ``limit`` sources open ahead (the current member counts until popped)
+                while len(pending) < limit:
+                    nxt = next(ahead, None)
+                    if nxt is None:
+                        return
+                    i, lo = nxt
+                    source = source_of(i)
+                    sender, receiver = anyio.create_memory_object_stream[bytes | Exception](buffer)
+                    pending[i] = receiver
+                    tg.start_soon(read_ahead, source, _source_offset(plan.is_framed(i), lo), sender)
+
+            try:
+                for step in _walk(plan, crcs, start, end):
+                    if isinstance(step, bytes):
+                        chunk = out.add(step)
+                        if chunk is not None:
+                            await sink(chunk)
+                        continue
+                    for piece in step.start():
+                        chunk = out.add(piece)
+                        if chunk is not None:
+                            await sink(chunk)
+                    if plan.source(step.index) is None:
+                        step.finish()
+                        continue
+                    schedule(lookahead + 1)
+                    receiver = pending.pop(step.index, None)
+                    if receiver is None:  # an empty span checked for emptiness: not read ahead
+                        sender, receiver = anyio.create_memory_object_stream[bytes | Exception](1)
+                        tg.start_soon(read_ahead, source_of(step.index), step.source_offset, sender)
+                    schedule(lookahead)
+                    async with receiver:
+                        async for data in receiver:
+                            if isinstance(data, Exception):
+                                if isinstance(data, SourceError):
+                                    raise data
+                                raise _wrap(step, plan, data) from data
+                            for piece in step.feed(data):
+                                chunk = out.add(piece)
+                                if chunk is not None:
+                                    await sink(chunk)  # its errors are the caller's, unwrapped
+                            if step.done:
+                                break
+                    step.finish()
+                    if step.full:
+                        crcs[step.index] = step.crc
+                last = out.flush()
+                if last is not None:
+                    await sink(last)
+            except Exception as exc:
+                # raised as itself after the read-ahead tasks are cancelled, not wrapped in
+                # an exception group: callers catch SourceError or OSError as they are
+                failure = exc
+                tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
-from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -42,6 +41,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _STRIPPED = frozenset(h.encode() for h in CONDITIONAL_REQUEST_HEADERS)
 
 BUFFERED_CHUNKS = 4  # read-ahead between the sources and the socket, in chunks (>= 64 KiB)
+LOOKAHEAD = 1  # members whose sources are opened while the one before them streams
 
 
 class ZipMiddleware:
@@ -192,9 +192,8 @@ class _Responder:
         disconnected = False
 
         async def produce() -> None:
-            async with sender, aclosing(download.archive.aiter_range(start, end)) as it:
-                async for chunk in it:
-                    await sender.send(chunk)
+            async with sender:
+                await download.archive.astream(sender.send, start, end, lookahead=LOOKAHEAD)
 
         async def watch(scope: anyio.CancelScope) -> None:
             nonlocal disconnected

@@ -219,7 +219,10 @@ def decide(
         if if_range is not None:
             parsed = parse_if_range_header(if_range)
             if parsed.etag is not None:
-                fresh = parsed.etag == download.fingerprint  # strong comparison
+                # strong comparison (RFC 9110 13.1.5): a weak validator never matches, and
+                # werkzeug's parser drops the W/ prefix, so look at the raw value
+                weak = if_range.lstrip().startswith(("W/", "w/"))
+                fresh = not weak and parsed.etag == download.fingerprint
             elif parsed.date is not None and last_modified is not None:
                 fresh = http_date(parsed.date) == last_modified
             else:

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 
 from .errors import SourceError
-from .http import CONDITIONAL_REQUEST_HEADERS, CRCCache, Reply, decide, error_reply, is_manifest
+from .http import CONDITIONAL_REQUEST_HEADERS, Core, CRCCache, Reply, decide
 from .manifest import ManifestError
 from .policy import Policy
 from .prepare import Download, aprepare
@@ -47,82 +47,91 @@ LOOKAHEAD = 1  # members whose sources are opened while the one before them stre
 class ZipMiddleware:
     """Turn the wrapped app's manifest responses into streamed ZIP downloads.
 
-    Same options as :class:`zipware.wsgi.ZipMiddleware`. Sources are read with their async
-    methods (httpx's async client for URLs; local files in worker threads), behind a
-    bounded buffer, so a slow client never makes zipware read ahead without limit and a
-    slow disk never blocks the event loop.
+    Takes the options of :class:`zipware.http.Core` (as :class:`zipware.wsgi.ZipMiddleware`
+    does). Sources are read with their async methods (httpx's async client for URLs; local
+    files in worker threads), behind a bounded buffer, and the next member's source is
+    opened while the current one streams: a slow client never makes zipware read ahead
+    without limit, and a slow disk never blocks the event loop.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        policy: Policy | None = None,
-        *,
-        crc_cache: CRCCache | None = None,
-        use_crc_cache: bool = True,
-        **policy_options: Any,
-    ) -> None:
+    def __init__(self, app: ASGIApp, policy: Policy | None = None, **options: Any) -> None:
         self.app = app
-        self.policy = policy if policy is not None else Policy(**policy_options)
-        self.crc_cache = (
-            crc_cache if crc_cache is not None else (CRCCache() if use_crc_cache else None)
-        )
+        self.core = Core(policy, **options)
+
+    @property
+    def policy(self) -> Policy:
+        """The safety policy manifests are checked against."""
+        return self.core.policy
+
+    @property
+    def crc_cache(self) -> CRCCache | None:
+        """The CRC cache shared by this middleware's requests, if any."""
+        return self.core.crc_cache
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        await _Responder(self, scope, receive, send).run()
+        responder = _Responder(self.app, self.core, scope, receive, send)
+        await responder.call_app(strip=self.core.strips(responder.method))
+        if responder.retry:
+            responder = _Responder(self.app, self.core, scope, receive, send)
+            await responder.call_app(strip=True)
+        if responder.kind is not None or responder.retry:
+            await responder.answer()
 
 
 class _Responder:
     """One request's state: what the app answered, and the archive reply."""
 
-    def __init__(self, mw: ZipMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
-        self.mw = mw
+    def __init__(
+        self, app: ASGIApp, core: Core, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        self.app = app
+        self.core = core
         self.scope = scope
         self.receive = receive
         self.send = send
         self.method = scope["method"].upper()
-        self.manifest = False
+        self.kind: str | None = None  # "zipware" / "modzip" once the start says so
+        self.retry = False
         self.app_headers: list[tuple[str, str]] = []
         self.body: list[bytes] = []
         self.size = 0
-        self.too_large = False
         self.complete = False
 
     @property
     def label(self) -> str:
         return f"{self.method} {self.scope.get('path', '')}"
 
-    async def run(self) -> None:
+    async def call_app(self, *, strip: bool) -> None:
         inner = dict(self.scope)
-        inner["headers"] = [(k, v) for k, v in self.scope["headers"] if k.lower() not in _STRIPPED]
+        if strip:
+            inner["headers"] = [
+                (k, v) for k, v in self.scope["headers"] if k.lower() not in _STRIPPED
+            ]
         if self.method == "HEAD":
             # Frameworks may leave a HEAD body empty; the manifest is needed to answer it.
             inner["method"] = "GET"
-        await self.mw.app(inner, self.receive, self.intercept)
-        if self.manifest:
-            await self.answer()
+        await self.app(inner, self.receive, self.intercept)
 
     async def intercept(self, message: Message) -> None:
         kind = message["type"]
         if kind == "http.response.start":
+            status = message["status"]
             headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message["headers"]]
-            if is_manifest(message["status"], headers):
-                self.manifest = True
+            self.kind = self.core.kind(status, headers)
+            self.retry = self.core.must_retry(self.method, status, headers)
+            if self.kind is not None or self.retry:
                 self.app_headers = headers
                 return
             await self.send(message)
             return
-        if self.manifest:
+        if self.kind is not None or self.retry:
             if kind == "http.response.body":
                 chunk = message.get("body", b"")
                 self.size += len(chunk)
-                if self.size > self.mw.policy.max_manifest_bytes:
-                    self.too_large = True
-                    self.body = []
-                elif chunk:
+                if chunk and not self.retry and self.size <= self.core.policy.max_manifest_bytes:
                     self.body.append(chunk)
                 if not message.get("more_body", False):
                     self.complete = True
@@ -134,23 +143,30 @@ class _Responder:
         await self.send(message)
 
     async def prepare(self) -> tuple[Reply, Download | None]:
-        policy = self.mw.policy
-        if self.too_large:
+        core = self.core
+        policy = core.policy
+        if self.kind is None:  # a retried request still answered a non-200 manifest
+            logger.error(
+                "zipware: %s: the application answered a manifest with an error", self.label
+            )
+            return core.error("the application's manifest response is not a 200"), None
+        if self.size > policy.max_manifest_bytes:
             logger.error(
                 "zipware: %s: manifest over %d bytes", self.label, policy.max_manifest_bytes
             )
-            return error_reply("the manifest is too large"), None
+            return core.error("the manifest is too large"), None
         if not self.complete:
             logger.error("zipware: %s: the application ended the manifest early", self.label)
-            return error_reply("the manifest is incomplete"), None
+            return core.error("the manifest is incomplete"), None
         try:
-            download = await aprepare(b"".join(self.body), policy)
+            manifest = core.load(self.kind, b"".join(self.body), self.app_headers)
+            download = await aprepare(manifest, policy)
         except ManifestError as exc:
             logger.error("zipware: %s: invalid manifest:\n%s", self.label, exc)
             count = len(exc.problems)
-            return error_reply(f"invalid manifest ({count} problem(s); see the server log)"), None
-        if self.mw.crc_cache is not None:
-            self.mw.crc_cache.fill(download)
+            return core.error(f"invalid manifest ({count} problem(s); see the server log)"), None
+        if core.crc_cache is not None:
+            core.crc_cache.fill(download)
         request_headers = {
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope["headers"]
         }
@@ -162,34 +178,38 @@ class _Responder:
         )
         return reply, download
 
+    def start_message(self, reply: Reply) -> Message:
+        return {
+            "type": "http.response.start",
+            "status": reply.status,
+            "headers": [
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers
+            ],
+        }
+
     async def answer(self) -> None:
         reply, download = await self.prepare()
-        await self.send(
-            {
-                "type": "http.response.start",
-                "status": reply.status,
-                "headers": [
-                    (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers
-                ],
-            }
-        )
         if reply.span is None or download is None:
+            await self.send(self.start_message(reply))
             await self.send({"type": "http.response.body", "body": reply.body})
             return
-        cache = self.mw.crc_cache
+        cache = self.core.crc_cache
         if await self.stream(download, reply) and reply.complete and cache is not None:
             cache.learn(download)
 
     async def stream(self, download: Download, reply: Reply) -> bool:
-        """Send the archive's bytes; True when all were sent, False if the client left.
+        """Send the archive; True when all of it was sent, False if the client left.
 
-        A source failure is logged and raised: the server then drops the connection
-        without the final empty body, so the client sees an incomplete transfer.
+        The status line waits for the first chunk, which opens the first source: a
+        missing first file still gets an error status. A source failing later is logged
+        and raised: the server then drops the connection without the final empty body, so
+        the client sees an incomplete transfer, never an archive that looks complete.
         """
         assert reply.span is not None
         start, end = reply.span
         sender, chunks = anyio.create_memory_object_stream[bytes](BUFFERED_CHUNKS)
         disconnected = False
+        started = False
 
         async def produce() -> None:
             async with sender:
@@ -210,6 +230,9 @@ class _Responder:
                 tg.start_soon(watch, tg.cancel_scope)
                 async with chunks:
                     async for chunk in chunks:
+                        if not started:
+                            await self.send(self.start_message(reply))
+                            started = True
                         await self.send(
                             {"type": "http.response.body", "body": chunk, "more_body": True}
                         )
@@ -221,12 +244,14 @@ class _Responder:
         except BaseExceptionGroup as group:
             source_errors = group.subgroup(SourceError)
             if source_errors is not None:
-                logger.error(
-                    "zipware: %s: aborted after the headers: %s",
-                    self.label,
-                    source_errors.exceptions[0],
-                )
-                raise source_errors.exceptions[0] from None
+                error = source_errors.exceptions[0]
+                logger.error("zipware: %s: archive aborted: %s", self.label, error)
+                if not started:
+                    failed = self.core.error("a source of the archive failed (see the server log)")
+                    await self.send(self.start_message(failed))
+                    await self.send({"type": "http.response.body", "body": failed.body})
+                    return False
+                raise error from None
             if group.subgroup(OSError) is not None:
                 logger.info("zipware: %s: client went away", self.label)
                 return False

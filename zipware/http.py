@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
 from werkzeug.http import (
@@ -23,12 +24,15 @@ from werkzeug.http import (
     parse_range_header,
 )
 
-from .manifest import CONTENT_TYPE, TRIGGER_HEADER
+from . import modzip
+from .manifest import CONTENT_TYPE, TRIGGER_HEADER, Manifest
+from .policy import Policy
 from .prepare import Download
 
 __all__ = [
     "CONDITIONAL_REQUEST_HEADERS",
     "CRCCache",
+    "Core",
     "Reply",
     "content_disposition",
     "decide",
@@ -61,22 +65,31 @@ _DROPPED_APP_HEADERS = frozenset(
         "last-modified",
         "accept-ranges",
         "content-disposition",
+        "x-archive-files",
+        "x-archive-charset",
         TRIGGER_HEADER.lower(),
     }
 )
 
 
-def is_manifest(status: int, headers: Iterable[tuple[str, str]]) -> bool:
-    """Whether a response is a zipware manifest (see ``spec/manifest.md``, the trigger)."""
-    if status != 200:
-        return False
+def _has_trigger(headers: Iterable[tuple[str, str]], modzip: bool = False) -> str | None:
     for name, value in headers:
         lname = name.lower()
-        if lname == TRIGGER_HEADER.lower():
-            return True
+        if lname == _TRIGGER:
+            return "zipware"
         if lname == "content-type" and value.split(";")[0].strip().lower() == CONTENT_TYPE:
-            return True
-    return False
+            return "zipware"
+        if modzip and lname == "x-archive-files" and value.strip().lower() == "zip":
+            return "modzip"
+    return None
+
+
+_TRIGGER = TRIGGER_HEADER.lower()
+
+
+def is_manifest(status: int, headers: Iterable[tuple[str, str]]) -> bool:
+    """Whether a response is a zipware manifest (see ``spec/manifest.md``, the trigger)."""
+    return status == 200 and _has_trigger(headers) is not None
 
 
 def content_disposition(filename: str) -> str:
@@ -145,11 +158,11 @@ class Reply:
     reason: str = field(default="", repr=False)
 
 
-def error_reply(message: str) -> Reply:
-    """A 500 with a short plain-text body (details go to the log, not to the client)."""
+def error_reply(message: str, status: int = 500) -> Reply:
+    """An error with a short plain-text body (details go to the log, not to the client)."""
     body = f"zipware: {message}\n".encode()
     return Reply(
-        500,
+        status,
         [
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(body))),
@@ -158,6 +171,79 @@ def error_reply(message: str) -> Reply:
         body=body,
         reason=message,
     )
+
+
+class Core:
+    """The settings and request-independent decisions both drivers share.
+
+    ``policy`` (or the keyword arguments of :class:`~zipware.policy.Policy`) says what a
+    manifest may refer to. ``crc_cache`` remembers CRCs of local files computed by
+    complete downloads so later ranges can be served (``use_crc_cache=False`` disables it).
+
+    ``forward_conditionals``: by default the client's Range and conditional headers are
+    removed before the application is called, since they are about the archive. With
+    True they reach the application (so its own static files keep their Range support);
+    if an answer then carries the manifest trigger with a status other than 200 (the
+    application applied them to the manifest), the request is made once more without
+    them. Only GET and HEAD are ever repeated.
+
+    ``modzip_base`` / ``modzip_root`` accept nginx mod_zip file lists
+    (``X-Archive-Files: zip``), their locations fetched under that URL or mapped onto that
+    directory. ``error_status`` is the status of errors found before the archive starts
+    (500; a proxy says 502).
+    """
+
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        *,
+        crc_cache: CRCCache | None = None,
+        use_crc_cache: bool = True,
+        forward_conditionals: bool = False,
+        modzip_base: str | None = None,
+        modzip_root: str | None = None,
+        error_status: int = 500,
+        **policy_options: Any,
+    ) -> None:
+        self.policy = policy if policy is not None else Policy(**policy_options)
+        self.crc_cache = (
+            crc_cache if crc_cache is not None else (CRCCache() if use_crc_cache else None)
+        )
+        self.forward_conditionals = forward_conditionals
+        self.modzip_base = modzip_base
+        self.modzip_root = modzip_root
+        self.error_status = error_status
+
+    @property
+    def modzip(self) -> bool:
+        """Whether mod_zip file lists are turned into archives."""
+        return self.modzip_base is not None or self.modzip_root is not None
+
+    def strips(self, method: str) -> bool:
+        """Whether the conditionals are removed before the application is called."""
+        return not self.forward_conditionals or method not in ("GET", "HEAD")
+
+    def kind(self, status: int, headers: Iterable[tuple[str, str]]) -> str | None:
+        """``"zipware"`` or ``"modzip"`` when the response is a manifest to serve."""
+        return _has_trigger(headers, self.modzip) if status == 200 else None
+
+    def must_retry(self, method: str, status: int, headers: Iterable[tuple[str, str]]) -> bool:
+        """The application applied forwarded conditionals to a manifest: ask again."""
+        return (
+            status != 200
+            and not self.strips(method)
+            and _has_trigger(headers, self.modzip) is not None
+        )
+
+    def load(self, kind: str, body: bytes, headers: Iterable[tuple[str, str]]) -> Manifest | bytes:
+        """The manifest to prepare from a response body (mod_zip lists are converted)."""
+        if kind == "modzip":
+            return modzip.parse(body, headers, base_url=self.modzip_base, root=self.modzip_root)
+        return body
+
+    def error(self, message: str) -> Reply:
+        """An error reply with this core's error status."""
+        return error_reply(message, self.error_status)
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -184,11 +270,18 @@ def decide(
     size = archive.size
     etag = f'"{download.fingerprint}"'
     rangeable = not archive.missing_crcs(0, size)
+    app_headers = list(app_headers)
     headers = [(k, v) for k, v in app_headers if k.lower() not in _DROPPED_APP_HEADERS]
     headers.append(("ETag", etag))
     last_modified = None
-    if download.last_modified is not None:
-        last_modified = http_date(max(0, int(download.last_modified)))
+    modified = download.last_modified
+    if modified is None:
+        # members with no time of their own (e.g. mod_zip lists): the app's date stands
+        app_date = next((v for k, v in app_headers if k.lower() == "last-modified"), None)
+        parsed_date = parse_date(app_date)
+        modified = parsed_date.timestamp() if parsed_date is not None else None
+    if modified is not None:
+        last_modified = http_date(max(0, int(modified)))
         headers.append(("Last-Modified", last_modified))
     if rangeable:
         headers.append(("Accept-Ranges", "bytes"))
@@ -201,11 +294,7 @@ def decide(
             return Reply(304, headers)
     else:
         ims = parse_date(request_headers.get("if-modified-since"))
-        if (
-            ims is not None
-            and download.last_modified is not None
-            and int(download.last_modified) <= ims.timestamp()
-        ):
+        if ims is not None and modified is not None and int(modified) <= ims.timestamp():
             return Reply(304, headers)
 
     headers.append(("Content-Disposition", content_disposition(download.filename)))

@@ -36,7 +36,8 @@ Message = MutableMapping[str, Any]
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# loose on purpose: Django's handler takes a dict, Starlette's a MutableMapping
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 _STRIPPED = frozenset(h.encode() for h in CONDITIONAL_REQUEST_HEADERS)
 
@@ -54,7 +55,7 @@ class ZipMiddleware:
     without limit, and a slow disk never blocks the event loop.
     """
 
-    def __init__(self, app: ASGIApp, policy: Policy | None = None, **options: Any) -> None:
+    def __init__(self, app: ASGIApp, /, policy: Policy | None = None, **options: Any) -> None:
         self.app = app
         self.core = Core(policy, **options)
 

@@ -81,7 +81,9 @@ class ZipMiddleware:
     ``crc_cache``, ``forward_conditionals``, ``modzip_base``/``modzip_root``.
     """
 
-    def __init__(self, app: WSGIApplication, policy: Policy | None = None, **options: Any) -> None:
+    def __init__(
+        self, app: WSGIApplication, /, policy: Policy | None = None, **options: Any
+    ) -> None:
         self.app = app
         self.core = Core(policy, **options)
 

@@ -9,7 +9,9 @@ once, by :func:`main`.
 Exit codes: 0 success; 1 writing the archive failed (a file changed or could not be read
 while it was archived, the output could not be written) and any partial output file was
 removed; 2 the command line or the inputs are unusable (bad arguments, a missing path, a
-name a ZIP archive cannot hold), and nothing was written; 130 interrupted.
+name a ZIP archive cannot hold, an invalid manifest), and nothing was written; 130
+interrupted. ``check`` is the exception: its job is finding problems, so a manifest that has
+some is status 1.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import stat
 import sys
@@ -24,12 +27,18 @@ import textwrap
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, NoReturn, TextIO
+from typing import TYPE_CHECKING, BinaryIO, NoReturn, TextIO
 
 from .archive import Archive
 from .errors import InvalidMemberError, SourceError, SourceSizeError
+from .manifest import ManifestError, schema
 from .plan import Member, Storage
+from .policy import Policy
+from .prepare import Download, prepare
 from .sources import FileSource
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["COMMANDS", "CLIError", "Entry", "Progress", "build_parser", "collect", "main"]
 
@@ -372,10 +381,28 @@ def write_archive(archive: Archive, dest: str, progress: Progress | None = None)
     return written
 
 
+def _explain_file(entries: Sequence[Entry]) -> Callable[[SourceError], str]:
+    """How :func:`_write_or_explain` names what failed when ``entries`` are archived."""
+
+    def explain(exc: SourceError) -> str:
+        path = entries[exc.index].path if 0 <= exc.index < len(entries) else exc.name
+        if isinstance(exc, SourceSizeError):
+            return f"{_quote(path)} changed size while it was being archived ({exc.detail})"
+        return f"cannot read {_quote(path)}: {exc.detail}"
+
+    return explain
+
+
 def _write_or_explain(
-    archive: Archive, entries: Sequence[Entry], dest: str, progress: Progress | None
+    archive: Archive,
+    dest: str,
+    progress: Progress | None,
+    explain: Callable[[SourceError], str],
 ) -> int:
-    """:func:`write_archive`, with the errors it can raise turned into :class:`CLIError`."""
+    """:func:`write_archive`, with the errors it can raise turned into :class:`CLIError`.
+
+    ``explain`` says what went wrong with a member whose source failed.
+    """
     where = "standard output" if dest == "-" else _quote(dest)
     after = (
         "the output on standard output is incomplete"
@@ -385,13 +412,7 @@ def _write_or_explain(
     try:
         return write_archive(archive, dest, progress)
     except SourceError as exc:
-        path = entries[exc.index].path if 0 <= exc.index < len(entries) else exc.name
-        detail = str(exc).removeprefix(f"member {exc.index} ({exc.name!r}): ")
-        if isinstance(exc, SourceSizeError):
-            what = f"{_quote(path)} changed size while it was being archived ({detail})"
-        else:
-            what = f"cannot read {_quote(path)}: {detail}"
-        raise CLIError(f"{what}; {after}", EXIT_FAILED) from exc
+        raise CLIError(f"{explain(exc)}; {after}", EXIT_FAILED) from exc
     except BrokenPipeError as exc:
         raise CLIError(
             "the output was closed before the archive was complete", EXIT_FAILED
@@ -430,6 +451,10 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
             "line never knows, so 'deflate-stored')"
         ),
     )
+    _add_display_options(p)
+
+
+def _add_display_options(p: argparse.ArgumentParser) -> None:
     shown = p.add_mutually_exclusive_group()
     shown.add_argument(
         "-q", "--quiet", action="store_true", help="no progress display and no summary"
@@ -486,7 +511,9 @@ def _run_create(args: argparse.Namespace) -> int:
     if args.size_only:
         print(archive.size)
         return EXIT_OK
-    written = _write_or_explain(archive, entries, dest, _progress_for(args, archive.size))
+    written = _write_or_explain(
+        archive, dest, _progress_for(args, archive.size), _explain_file(entries)
+    )
     if not args.quiet:
         files = sum(not e.is_dir for e in entries)
         where = "standard output" if dest == "-" else dest
@@ -533,7 +560,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     entries = collect(SAMPLES_DIR, top="zipware-demo", exclude=_identity(dest))
     archive = _plan(entries, args.storage)
     predicted = archive.size
-    written = _write_or_explain(archive, entries, dest, _progress_for(args, predicted))
+    written = _write_or_explain(
+        archive, dest, _progress_for(args, predicted), _explain_file(entries)
+    )
     produced = written if dest == "-" else os.path.getsize(dest)
     if not args.quiet:
         out = sys.stderr if dest == "-" else sys.stdout
@@ -556,11 +585,270 @@ def _run_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if produced == predicted else EXIT_FAILED
 
 
+# -- manifests: build, size, check, schema ----------------------------------------------
+
+_MANIFEST_ARGS_HELP = """\
+local files and URLs:
+  'path' entries must resolve inside a --root (symbolic links are followed
+  and must stay inside); a relative path is resolved against the first
+  --root. Without --root, the one root is the manifest file's directory
+  (the current directory when MANIFEST is '-'). 'url' entries must stay
+  within an --allow-url prefix, redirects included; without --allow-url no
+  URL is allowed.
+"""
+
+
+_BUILD_EXIT_CODES_HELP = """\
+exit status:
+  0    success
+  1    writing failed (a file changed size or could not be read while it was
+       being archived, a URL failed, a declared CRC-32 was wrong, or the output
+       could not be written); a partial output file is removed
+  2    unusable command line or inputs (bad option, unreadable MANIFEST, an
+       invalid manifest: every problem is printed); nothing was written
+  130  interrupted (Ctrl-C); a partial output file is removed
+"""
+
+
+def _print_result(text: str) -> int:
+    """Print ``text`` on standard output; a reader that left early (``| head``) is no error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # point stdout at /dev/null so that the flush at exit raises nothing more
+        with contextlib.suppress(AttributeError, ValueError, OSError, io.UnsupportedOperation):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _add_manifest_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "manifest",
+        metavar="MANIFEST",
+        help="the manifest, a JSON file ('-': standard input); see 'zipware schema'",
+    )
+    p.add_argument(
+        "--root",
+        metavar="DIR",
+        action="append",
+        dest="roots",
+        help=(
+            "a directory 'path' entries may name files in (repeatable; relative paths are "
+            "resolved against the first one; default: the manifest file's directory, or "
+            "the current directory when MANIFEST is '-')"
+        ),
+    )
+    p.add_argument(
+        "--allow-url",
+        metavar="PREFIX",
+        action="append",
+        dest="allow_urls",
+        help=(
+            "an http(s) URL prefix 'url' entries and their redirects must stay within, "
+            "such as https://cdn.example.com/media/ (repeatable; default: no URL allowed; "
+            "needs httpx)"
+        ),
+    )
+
+
+def _manifest_label(manifest: str) -> str:
+    return "standard input" if manifest == "-" else _quote(manifest)
+
+
+def _policy(args: argparse.Namespace) -> Policy:
+    """The safety policy the command line describes (``--root``, ``--allow-url``)."""
+    roots: list[str] = args.roots or [
+        os.getcwd() if args.manifest == "-" else os.path.dirname(os.path.abspath(args.manifest))
+    ]
+    for root in roots:
+        if not os.path.isdir(root):
+            raise CLIError(f"--root {_quote(root)} is not a directory")
+    try:
+        return Policy(roots=tuple(roots), allow_urls=tuple(args.allow_urls or ()))
+    except ValueError as exc:  # a malformed --allow-url
+        raise CLIError(f"--allow-url: {exc}") from exc
+
+
+def _read_manifest(manifest: str) -> bytes:
+    if manifest == "-":
+        stdin = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
+        return stdin.read() if stdin is not None else sys.stdin.read().encode()
+    try:
+        with open(manifest, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise CLIError(f"cannot read {_quote(manifest)}: {exc.strerror}") from exc
+
+
+@contextlib.contextmanager
+def _http_client(policy: Policy) -> Iterator[httpx.Client | None]:
+    """One HTTP client for every ``url`` entry (HEADs and GETs), when URLs are allowed."""
+    if not policy.allow_urls:
+        yield None
+        return
+    try:
+        import httpx
+    except ImportError as exc:
+        raise CLIError("--allow-url needs httpx: pip install 'zipware[http]'") from exc
+    with httpx.Client(timeout=policy.url_timeout) as client:
+        yield client
+
+
+def _prepare(args: argparse.Namespace, policy: Policy, client: httpx.Client | None) -> Download:
+    """The manifest's download; raises :class:`ManifestError` with every problem."""
+    return prepare(_read_manifest(args.manifest), policy, client=client)
+
+
+def _invalid(args: argparse.Namespace, exc: ManifestError) -> CLIError:
+    """Every problem of a manifest as one error, a problem per line."""
+    problems = "\n  ".join(str(p) for p in exc.problems)
+    return CLIError(
+        f"invalid manifest {_manifest_label(args.manifest)} "
+        f"({_count(len(exc.problems), 'problem')}):\n  {problems}"
+    )
+
+
+def _explain_entry(exc: SourceError) -> str:
+    # a valid manifest gives one member per entry, in order: member i is $.entries[i]
+    return f"$.entries[{exc.index}] ({_quote(exc.name)}): {exc.detail}"
+
+
+def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "build",
+        help="write the ZIP archive a manifest describes",
+        description=textwrap.fill(
+            "Write the ZIP archive a manifest describes: the same bytes a zipware "
+            "middleware would stream for it. The manifest is checked first, all of it "
+            "(every problem is printed, one per line, with its JSON path such as "
+            "'$.entries[3].name'), local files are stat'ed and URL sizes found, so the "
+            "exact size is known before any member is read. A progress display goes to "
+            "stderr when it is a terminal."
+        )
+        + "\n\n"
+        + _MANIFEST_ARGS_HELP,
+        epilog=_BUILD_EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_manifest_options(p)
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="ARCHIVE",
+        required=True,
+        help="the ZIP file to write ('-': standard output); written as ARCHIVE.part, then renamed",
+    )
+    _add_display_options(p)
+    p.set_defaults(handler=_run_build)
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    dest: str = args.output
+    _check_dest(dest)
+    policy = _policy(args)
+    with _http_client(policy) as client:
+        try:
+            archive = _prepare(args, policy, client).archive
+        except ManifestError as exc:
+            raise _invalid(args, exc) from exc
+        written = _write_or_explain(
+            archive, dest, _progress_for(args, archive.size), _explain_entry
+        )
+    if not args.quiet:
+        where = "standard output" if dest == "-" else dest
+        _say(f"wrote {where}: {_count(len(archive.plan), 'entry', 'entries')}, {written:,} bytes")
+    return EXIT_OK
+
+
+def _add_size(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "size",
+        help="print the exact size of a manifest's archive",
+        description=textwrap.fill(
+            "Print the exact size in bytes of the ZIP archive a manifest describes, as "
+            "'build' would write it. No member is read: local files are stat'ed, URLs "
+            "without a declared size get a HEAD request."
+        )
+        + "\n\n"
+        + _MANIFEST_ARGS_HELP,
+        epilog="exit status:\n  0    success\n  2    unusable command line or invalid manifest\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_manifest_options(p)
+    p.set_defaults(handler=_run_size)
+
+
+def _run_size(args: argparse.Namespace) -> int:
+    policy = _policy(args)
+    with _http_client(policy) as client:
+        try:
+            size = _prepare(args, policy, client).size
+        except ManifestError as exc:
+            raise _invalid(args, exc) from exc
+    return _print_result(str(size))
+
+
+def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "check",
+        help="check a manifest and list every problem",
+        description=textwrap.fill(
+            "Check a manifest as 'build' would, without reading any member: its JSON, "
+            "every entry, local paths against the roots, URLs against the allow-list "
+            "(HEAD requests for sizes not declared), names and limits. Prints 'ok: N "
+            "entries, SIZE bytes', or every problem on standard output, one per line, "
+            "with its JSON path ('$.entries[3].name: ...')."
+        )
+        + "\n\n"
+        + _MANIFEST_ARGS_HELP,
+        epilog=(
+            "exit status:\n  0    the manifest is valid\n  1    the manifest has problems "
+            "(listed)\n  2    unusable command line (bad option, unreadable MANIFEST)\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_manifest_options(p)
+    p.set_defaults(handler=_run_check)
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    policy = _policy(args)
+    try:
+        with _http_client(policy) as client:
+            download = _prepare(args, policy, client)
+    except ManifestError as exc:
+        _print_result("\n".join(str(p) for p in exc.problems))
+        _say(f"{_manifest_label(args.manifest)}: {_count(len(exc.problems), 'problem')}")
+        return EXIT_FAILED
+    n = len(download.archive.plan)
+    return _print_result(f"ok: {n} {'entry' if n == 1 else 'entries'}, {download.size} bytes")
+
+
+def _add_schema(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "schema",
+        help="print the manifest's JSON Schema",
+        description="Print the JSON Schema (draft 2020-12) of manifest version 1.",
+    )
+    p.set_defaults(handler=_run_schema)
+
+
+def _run_schema(args: argparse.Namespace) -> int:
+    return _print_result(json.dumps(schema(), indent=2, sort_keys=True))
+
+
 # -- entry point ------------------------------------------------------------------------
 
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = {
     "create": _add_create,
     "demo": _add_demo,
+    "build": _add_build,
+    "size": _add_size,
+    "check": _add_check,
+    "schema": _add_schema,
 }
 
 
@@ -573,7 +861,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Streamed ZIP64 archives whose exact size is known before the first byte.",
         epilog=(
             "'zipware ARCHIVE.zip PATH...' (a first argument ending in .zip) is short\n"
-            "for 'zipware create ARCHIVE.zip PATH...'.\n\n" + _EXIT_CODES_HELP
+            "for 'zipware create ARCHIVE.zip PATH...'.\n\n"
+            + _EXIT_CODES_HELP
+            + "  (an invalid manifest is status 2, except for 'zipware check': 1)\n"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from werkzeug.http import (
 )
 
 from . import modzip
-from .manifest import CONTENT_TYPE, TRIGGER_HEADER, Manifest
+from .manifest import CONTENT_TYPE, TRIGGER_HEADER, Manifest, ManifestError, Problem
 from .policy import Policy
 from .prepare import Download
 
@@ -173,6 +174,24 @@ def error_reply(message: str, status: int = 500) -> Reply:
     )
 
 
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    """Undo a gzip or deflate Content-Encoding, refusing output over ``limit`` bytes."""
+    if encoding in ("gzip", "x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif encoding == "deflate":
+        wbits = zlib.MAX_WBITS  # zlib-wrapped, as RFC 9110 8.4.1.2 defines it
+    else:
+        raise ManifestError([Problem("$", f"manifest compressed with {encoding!r}")])
+    try:
+        inflater = zlib.decompressobj(wbits)
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise ManifestError([Problem("$", f"manifest is not valid {encoding}: {exc}")]) from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise ManifestError([Problem("$", f"manifest is over {limit} bytes")])
+    return out
+
+
 class Core:
     """The settings and request-independent decisions both drivers share.
 
@@ -236,7 +255,16 @@ class Core:
         )
 
     def load(self, kind: str, body: bytes, headers: Iterable[tuple[str, str]]) -> Manifest | bytes:
-        """The manifest to prepare from a response body (mod_zip lists are converted)."""
+        """The manifest to prepare from a response body (mod_zip lists are converted).
+
+        A compression middleware inside zipware may have gzipped the manifest; it is
+        inflated here, never beyond the manifest size limit.
+        """
+        headers = list(headers)
+        encoding = next((v for k, v in headers if k.lower() == "content-encoding"), "")
+        encoding = encoding.strip().lower()
+        if encoding not in ("", "identity"):
+            body = _inflate(body, encoding, self.policy.max_manifest_bytes)
         if kind == "modzip":
             return modzip.parse(body, headers, base_url=self.modzip_base, root=self.modzip_root)
         return body

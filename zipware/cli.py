@@ -840,6 +840,99 @@ def _run_schema(args: argparse.Namespace) -> int:
     return _print_result(json.dumps(schema(), indent=2, sort_keys=True))
 
 
+def _add_proxy(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "proxy",
+        help="serve zip downloads in front of a backend in any language",
+        description=textwrap.fill(
+            "Run a reverse proxy (uvicorn) in front of UPSTREAM. Every request is forwarded "
+            "and every response streamed back as it is, except manifest responses "
+            "(X-Zip-Manifest, the manifest Content-Type, or nginx mod_zip's "
+            "X-Archive-Files: zip), which become ZIP downloads with Content-Length, Range "
+            "and ETag. Files the upstream serves may always be named in manifests; local "
+            "files need --root, other URLs --allow-url. Errors before the archive starts "
+            "are a 502."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--upstream", required=True, metavar="URL", help="the backend, e.g. http://127.0.0.1:3000"
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    p.add_argument(
+        "--port", type=int, default=8080, help="port to listen on (default: %(default)s)"
+    )
+    p.add_argument(
+        "--root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a directory local paths may come from (repeatable)",
+    )
+    p.add_argument(
+        "--allow-url",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="a URL prefix members may be fetched from (repeatable)",
+    )
+    p.add_argument(
+        "--modzip-root",
+        metavar="DIR",
+        help="read mod_zip locations as files under DIR instead of fetching them from the upstream",
+    )
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default: %(default)s)")
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="upstream connect timeout (default: %(default)s)",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="upstream read timeout (default: %(default)s)",
+    )
+    p.set_defaults(handler=_run_proxy)
+
+
+def _run_proxy(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        raise CLIError("the proxy needs uvicorn and httpx: pip install 'zipware[proxy]'") from None
+    from .proxy import ENV_CONFIG
+
+    for root in [*args.root, *([args.modzip_root] if args.modzip_root else [])]:
+        if not os.path.isdir(root):
+            raise CLIError(f"--root {_quote(root)} is not a directory")
+    config = {
+        "upstream": args.upstream,
+        "roots": args.root,
+        "allow_urls": args.allow_url,
+        "connect_timeout": args.connect_timeout,
+        "read_timeout": args.read_timeout,
+        "modzip_root": args.modzip_root,
+    }
+    # the workers import the app by name; the settings reach them through the environment
+    os.environ[ENV_CONFIG] = json.dumps(config)
+    uvicorn.run(
+        "zipware.proxy:app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        server_header=False,  # the upstream's Server and Date headers pass through
+        date_header=False,
+    )
+    return EXIT_OK
+
+
 # -- entry point ------------------------------------------------------------------------
 
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = {
@@ -849,6 +942,7 @@ COMMANDS: dict[str, Callable[[argparse._SubParsersAction[argparse.ArgumentParser
     "size": _add_size,
     "check": _add_check,
     "schema": _add_schema,
+    "proxy": _add_proxy,
 }
 
 

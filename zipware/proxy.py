@@ -240,4 +240,8 @@ def app_from_environment() -> ASGIApp:
     (``uvicorn --factory zipware.proxy:app_from_environment``).
     """
     config = json.loads(os.environ[ENV_CONFIG])
+    if not logging.getLogger().handlers:
+        # a worker process of the server: zipware's log lines go to stderr beside uvicorn's
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per member is noise
     return create_app(**config)

@@ -192,7 +192,8 @@ class _Responder:
         reply, download = await self.prepare()
         if reply.span is None or download is None:
             await self.send(self.start_message(reply))
-            await self.send({"type": "http.response.body", "body": reply.body})
+            body = reply.body if self.method != "HEAD" else b""
+            await self.send({"type": "http.response.body", "body": body})
             return
         cache = self.core.crc_cache
         if await self.stream(download, reply) and reply.complete and cache is not None:

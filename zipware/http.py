@@ -9,6 +9,7 @@ from :mod:`werkzeug.http`, which is itself I/O-free.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import zlib
 from collections import OrderedDict
@@ -274,6 +275,14 @@ class Core:
         return error_reply(message, self.error_status)
 
 
+_EMPTY_SUFFIX = re.compile(r"\s*bytes\s*=\s*-0+\s*")
+
+
+def _not_modified(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    # RFC 9110 15.4.5: with an ETag present, a 304 should not repeat Last-Modified
+    return [(k, v) for k, v in headers if k.lower() != "last-modified"]
+
+
 def _etag_matches(header: str, etag: str) -> bool:
     etags = parse_etags(header)
     return etags.contains(etag.strip('"')) or etags.star_tag
@@ -319,11 +328,11 @@ def decide(
     if_none_match = request_headers.get("if-none-match")
     if if_none_match is not None:
         if _etag_matches(if_none_match, etag):
-            return Reply(304, headers)
+            return Reply(304, _not_modified(headers))
     else:
         ims = parse_date(request_headers.get("if-modified-since"))
         if ims is not None and modified is not None and int(modified) <= ims.timestamp():
-            return Reply(304, headers)
+            return Reply(304, _not_modified(headers))
 
     headers.append(("Content-Disposition", content_disposition(download.filename)))
     send = method != "HEAD"
@@ -345,8 +354,11 @@ def decide(
             else:
                 fresh = False
         ranges = parse_range_header(range_header) if fresh else None
-        if ranges is not None and len(ranges.ranges) == 1:
+        # another unit than bytes is ignored (RFC 9110 14.2), so are several ranges
+        if ranges is not None and ranges.units == "bytes" and len(ranges.ranges) == 1:
             bounds = ranges.range_for_length(size)
+            if _EMPTY_SUFFIX.fullmatch(range_header):
+                bounds = None  # "-0" asks for no byte at all; werkzeug reads it as "0-"
             if bounds is None:
                 headers.append(("Content-Range", f"bytes */{size}"))
                 headers.append(("Content-Type", "text/plain; charset=utf-8"))

@@ -110,7 +110,7 @@ class ZipMiddleware:
         reply, download = self._reply(environ, method, answer)
         if reply.span is None or download is None:
             start_response(f"{reply.status} {HTTPStatus(reply.status).phrase}", reply.headers)
-            return [reply.body] if reply.body else []
+            return [reply.body] if reply.body and method != "HEAD" else []
         body = self._stream(download, reply, label)
         try:
             # the first chunk opens the first source: a missing file still gets an error

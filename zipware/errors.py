@@ -29,7 +29,9 @@ class InvalidMemberError(ZipwareError, ValueError):
 
     def __init__(self, problems: list[tuple[int, str, str]]) -> None:
         self.problems = problems
-        shown = "; ".join(f"member {i} ({name!r}): {msg}" for i, name, msg in problems[:10])
+        shown = "; ".join(
+            msg if i < 0 else f"member {i} ({name!r}): {msg}" for i, name, msg in problems[:10]
+        )
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         super().__init__(shown + more)
 

@@ -111,7 +111,9 @@ _S_IFREG = 0o100000
 _S_IFDIR = 0o040000
 
 _DOS_EPOCH = (0x21, 0x0000)  # 1980-01-01 00:00:00 as (date, time)
-_MTIME_LIMIT = 2**62  # fits the int64 column; far past any date a reader can show
+# years 1 to 9999: what time.gmtime() accepts everywhere (and far past what ZIP can show)
+_MTIME_MIN = -62_135_596_800
+_MTIME_MAX = 253_402_300_799
 
 
 class Storage(str, enum.Enum):
@@ -379,7 +381,7 @@ class Plan:
             mtime = m.mtime
             if mtime is None:
                 mt = default_mt
-            elif -_MTIME_LIMIT < mtime < _MTIME_LIMIT:  # also false for NaN
+            elif _MTIME_MIN <= mtime <= _MTIME_MAX:  # also false for NaN
                 mt = int(mtime)
             else:
                 problems.append((index, name, f"mtime {mtime!r} is out of range"))
@@ -419,12 +421,11 @@ class Plan:
                     cd_size += 20 + (8 if f & _F_OFFSET64 else 0)
 
         del seen
-        if problems:
-            raise InvalidMemberError(problems)
-
         bcomment = comment.encode("utf-8") if isinstance(comment, str) else bytes(comment)
         if len(bcomment) > MAX16:
-            raise InvalidMemberError([(-1, "", f"archive comment is over {MAX16} bytes")])
+            problems.append((-1, "", f"archive comment is over {MAX16} bytes"))
+        if problems:
+            raise InvalidMemberError(problems)
 
         self._names = names
         self._sources = sources

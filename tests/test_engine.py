@@ -714,3 +714,29 @@ def test_astream_stops_when_the_sink_fails() -> None:
     with pytest.raises(ConnectionResetError):
         asyncio.run(Archive(members).astream(sink))
     assert open_count(log) == 0
+
+
+def test_a_framed_member_never_ends_at_exactly_0xffffffff() -> None:
+    """JDK 17 and libarchive disagree on the descriptor of such a member: 5 bytes of pad."""
+    size = 4_294_639_630  # 65,533 blocks: 0xFFFFFFFF framed bytes without the pad
+    assert deflate_stored_size(size) == 0xFFFFFFFF
+    archive = Archive([Member("big", size=size, source=Zeros(size))])
+    plan = archive.plan
+    assert plan.framing_pad(0) == 5
+    assert plan.compressed_size(0) == 0xFFFFFFFF + 5
+    assert len(plan.descriptor(0, 0)) == 24
+    start, end = plan.data_span(0)
+    head = b"".join(archive.iter_range(start, start + 20))
+    assert head == b"\x00\x00\x00\xff\xff" + b"\x00\xff\xff\x00\x00" + bytes(10)
+    assert b"".join(archive.iter_range(start + 2, start + 7)) == b"\x00\xff\xff\x00\xff"
+    last_len = size - 65_532 * 65_535
+    tail = b"".join(archive.iter_range(end - last_len - 5, end))
+    assert tail[:5] == struct.pack("<BHH", 1, last_len, last_len ^ 0xFFFF)
+    assert tail[5:] == bytes(last_len)
+    out: list[bytes] = []
+
+    async def sink(chunk: bytes) -> None:
+        out.append(chunk)
+
+    asyncio.run(archive.astream(sink, start + 3, start + 15))
+    assert b"".join(out) == head[3:15]

@@ -28,7 +28,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._crc import crc32
 from .errors import CRCMismatchError, MissingCRCError, SourceError, SourceSizeError
-from .plan import BLOCK_OVERHEAD, BLOCK_SIZE, Member, PieceKind, Plan
+from .plan import BLOCK_OVERHEAD, BLOCK_SIZE, PAD_BLOCK, Member, PieceKind, Plan
 from .sources import Source
 
 __all__ = ["CHUNK_SIZE", "Archive"]
@@ -69,6 +69,7 @@ class _DataRead:
         "got",
         "index",
         "inflater",
+        "lead",
         "name",
         "need",
         "remaining",
@@ -92,12 +93,17 @@ class _DataRead:
         self.inflater = (
             zlib.decompressobj(-15) if self.full and plan.is_precompressed(index) else None
         )
+        pad = plan.framing_pad(index)
+        self.lead = PAD_BLOCK[start:end] if start < pad else b""
+        start, end = max(start - pad, 0), max(end - pad, 0)
         self.source_offset = _source_offset(self.framed, start)
         if self.framed:
             block = start // _FRAMED_BLOCK
             self.skip = start - block * _FRAMED_BLOCK  # framed bytes to drop first
             last = (end - 1) // _FRAMED_BLOCK if end > start else block
             self.need = min(self.size, (last + 1) * BLOCK_SIZE) - self.source_offset
+            if end <= start and not self.full:
+                self.need = 0  # only pad bytes were asked for
         else:
             self.skip = 0
             self.need = end - start
@@ -178,10 +184,11 @@ class _DataRead:
         return pieces
 
     def start(self) -> list[bytes | memoryview]:
-        """Bytes due before any source chunk (the lone block of an empty framed member)."""
+        """Bytes due before any source chunk: the pad block, the lone block of an empty file."""
+        out: list[bytes | memoryview] = [self.lead] if self.lead else []
         if self.framed and self.size == 0:
-            return self._trim([_block_header(0, 0)])
-        return []
+            out += self._trim([_block_header(0, 0)])
+        return out
 
     def finish(self) -> None:
         """Check the read once the source has ended (or a partial read is satisfied)."""
@@ -461,7 +468,7 @@ class Archive:
         crcs = self.crcs
         out = _Coalescer(self.chunk_size)
         ahead = (
-            (p.member, max(start, p.start) - p.start)
+            (p.member, max(max(start, p.start) - p.start - plan.framing_pad(p.member), 0))
             for p in plan.pieces(start, end)
             if p.kind == PieceKind.DATA and plan.source(p.member) is not None
         )

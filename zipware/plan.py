@@ -103,6 +103,13 @@ _F_UTF8 = 16
 _F_XTIME = 32  # carries a 0x5455 extra
 _F_LOCAL64 = 64  # the member's own sizes overflow: zip64 extra in local and central
 _F_OFFSET64 = 128  # the local header's offset overflows: offset in the central zip64 extra
+_F_PAD = 256  # framed data starts with an empty stored block (see PAD_BLOCK)
+
+# An empty, non-final stored deflate block. JDK 17's ZipInputStream reads 8-byte descriptor
+# sizes only when a size is *over* 0xFFFFFFFF, while libarchive reads them whenever the
+# local header has a zip64 extra (present from 0xFFFFFFFF on): a framed member whose data
+# is exactly 0xFFFFFFFF bytes would split them. Five more bytes put it out of reach.
+PAD_BLOCK = b"\x00\x00\x00\xff\xff"
 
 _DEFAULT_FILE_MODE = 0o100644
 _DEFAULT_DIR_MODE = 0o040755
@@ -198,6 +205,35 @@ def _dos_datetime(mtime: int) -> tuple[int, int]:
     return date, tod
 
 
+def _duplicates(
+    names: bytearray,
+    ends: array[int],
+    hashes: array[int],
+    suspects: set[int],
+    problems: list[tuple[int, str, str]],
+) -> list[tuple[int, str, str]]:
+    """The members whose name repeats an earlier one, among those with a suspect hash."""
+    # planned members skip the ones already refused: map column numbers back to indexes
+    refused = sorted({i for i, _, _ in problems if i >= 0})
+    out: list[tuple[int, str, str]] = []
+    first: set[bytes] = set()
+    index = 0
+    r = 0
+    for column, h in enumerate(hashes):
+        while r < len(refused) and refused[r] == index:
+            index += 1
+            r += 1
+        if h in suspects:
+            name = bytes(names[ends[column - 1] if column else 0 : ends[column]])
+            key = name[:-1] if name.endswith(b"/") else name
+            if key in first:
+                out.append((index, name.decode(), "duplicate name"))
+            else:
+                first.add(key)
+        index += 1
+    return out
+
+
 def _member_problem(m: Member) -> str:
     """Why a member the fast checks flagged is refused (the slow path, for messages)."""
     name, size, crc = m.name, m.size, m.crc32
@@ -249,6 +285,7 @@ class Plan:
         "_flags",
         "_modes",
         "_mtimes",
+        "_name_ends",
         "_names",
         "_offsets",
         "_sizes",
@@ -267,19 +304,29 @@ class Plan:
         comment: str | bytes = b"",
         default_mtime: float | None = None,
     ) -> None:
-        names: list[bytes] = []
+        # names live in one buffer with their end offsets: a bytes object per name would
+        # cost ~40 bytes of header each, the budget of a whole member
+        names = bytearray()
+        name_ends = array("q")
         sources: list[Source | None] = []
         sizes = array("q")
         csizes = array("q")
         crcs = array("q")  # -1: not declared
         mtimes = array("q")  # -1: none
         modes = array("I")
-        flags = array("B")
+        flags = array("H")
         offsets = array("q")
-        seen: set[bytes] = set()
+        # Duplicates: a set of names would cost ~70 bytes a member at the peak. Instead each
+        # name's hash sets one bit in a table of 32 bits per member (grown as members come);
+        # a bit already set makes the hash a suspect, confirmed against the names after the
+        # loop. About 1 name in 50 is a false suspect; the check only looks at those.
+        hashes = array("q")
+        bits = bytearray(1 << 12)
+        mask = (len(bits) << 3) - 1
+        suspects: list[int] = []
         problems: list[tuple[int, str, str]] = []
         # bound methods: this loop runs once per member and dominates planning time
-        add_name, add_source = names.append, sources.append
+        add_name_end, add_source = name_ends.append, sources.append
         add_size, add_csize, add_crc = sizes.append, csizes.append, crcs.append
         add_mtime, add_mode, add_flags, add_offset = (
             mtimes.append,
@@ -372,10 +419,20 @@ class Plan:
                         )
                         continue
                     f = _F_DEFLATE
-            if key in seen:
-                problems.append((index, name, "duplicate name"))
-                continue
-            seen.add(key)
+            h = hash(key)
+            hashes.append(h)
+            bit = h & mask
+            byte = bits[bit >> 3]
+            if byte & (1 << (bit & 7)):
+                suspects.append(h)
+            else:
+                bits[bit >> 3] = byte | (1 << (bit & 7))
+            if len(hashes) << 5 > mask:
+                bits = bytearray(len(bits) << 2)
+                mask = (len(bits) << 3) - 1
+                for h in hashes:
+                    bit = h & mask
+                    bits[bit >> 3] |= 1 << (bit & 7)
             if nlen != len(name):
                 f |= _F_UTF8
             mtime = m.mtime
@@ -394,12 +451,16 @@ class Plan:
                 mode = _DEFAULT_DIR_MODE if f & _F_DIR else _DEFAULT_FILE_MODE
             elif not mode & _S_IFMT:
                 mode |= _S_IFDIR if f & _F_DIR else _S_IFREG
+            if csize == MAX32 and f & _F_FRAMED and f & _F_DESC:
+                csize += len(PAD_BLOCK)
+                f |= _F_PAD
             if size >= MAX32 or csize >= MAX32:
                 f |= _F_LOCAL64
             if offset >= MAX32:
                 f |= _F_OFFSET64
 
-            add_name(bname)
+            names += bname
+            add_name_end(len(names))
             add_source(source)
             add_size(size)
             add_csize(csize)
@@ -420,7 +481,11 @@ class Plan:
                 if f & (_F_LOCAL64 | _F_OFFSET64):
                     cd_size += 20 + (8 if f & _F_OFFSET64 else 0)
 
-        del seen
+        del bits
+        if suspects:
+            problems.extend(_duplicates(names, name_ends, hashes, set(suspects), problems))
+            problems.sort(key=lambda p: p[0])
+        del hashes
         bcomment = comment.encode("utf-8") if isinstance(comment, str) else bytes(comment)
         if len(bcomment) > MAX16:
             problems.append((-1, "", f"archive comment is over {MAX16} bytes"))
@@ -428,6 +493,7 @@ class Plan:
             raise InvalidMemberError(problems)
 
         self._names = names
+        self._name_ends = name_ends
         self._sources = sources
         self._sizes = sizes
         self._csizes = csizes
@@ -440,17 +506,21 @@ class Plan:
         self.comment = bcomment
         self.cd_start = offset
         self.cd_end = offset + cd_size
-        self.zip64_end = len(names) >= MAX16 or offset >= MAX32 or cd_size >= MAX32
+        self.zip64_end = len(name_ends) >= MAX16 or offset >= MAX32 or cd_size >= MAX32
         self.size = self.cd_end + (56 + 20 if self.zip64_end else 0) + 22 + len(bcomment)
 
     # -- metadata -------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._name_ends)
+
+    def _name(self, i: int) -> bytes:
+        ends = self._name_ends
+        return bytes(self._names[ends[i - 1] if i else 0 : ends[i]])
 
     def name(self, i: int) -> str:
         """Member ``i``'s name."""
-        return self._names[i].decode()
+        return self._name(i).decode()
 
     def source(self, i: int) -> Source | None:
         """Member ``i``'s source (None for directories and sourceless empty files)."""
@@ -486,6 +556,10 @@ class Plan:
         """Whether member ``i`` is written as stored deflate blocks (deflate-stored)."""
         return bool(self._flags[i] & _F_FRAMED)
 
+    def framing_pad(self, i: int) -> int:
+        """Bytes of :data:`PAD_BLOCK` before member ``i``'s framed blocks (0 or 5)."""
+        return len(PAD_BLOCK) if self._flags[i] & _F_PAD else 0
+
     def is_precompressed(self, i: int) -> bool:
         """Whether member ``i``'s source is a raw DEFLATE stream copied as it is."""
         return self._flags[i] & (_F_DEFLATE | _F_FRAMED) == _F_DEFLATE
@@ -494,10 +568,11 @@ class Plan:
         """Whether member ``i``'s CRC comes after its data (bit 3, data descriptor)."""
         return bool(self._flags[i] & _F_DESC)
 
-    def layout_material(self) -> Iterator[bytes]:
+    def layout_material(self) -> Iterator[bytes | bytearray]:
         """Bytes that determine the layout, for fingerprints (ETags): equal plans, equal bytes."""
-        yield len(self._names).to_bytes(8, "little")
-        yield b"\x00".join(self._names)
+        yield len(self._name_ends).to_bytes(8, "little")
+        yield self._names
+        yield self._name_ends.tobytes()
         for column in (self._sizes, self._csizes, self._crcs, self._mtimes, self._modes):
             yield column.tobytes()
         yield self._flags.tobytes()
@@ -512,7 +587,7 @@ class Plan:
     def local_header_size(self, i: int) -> int:
         """Length of member ``i``'s local header."""
         f = self._flags[i]
-        return 30 + len(self._names[i]) + (20 if f & _F_LOCAL64 else 0) + (9 if f & _F_XTIME else 0)
+        return 30 + len(self._name(i)) + (20 if f & _F_LOCAL64 else 0) + (9 if f & _F_XTIME else 0)
 
     def member_span(self, i: int) -> tuple[int, int]:
         """``[start, end)`` of member ``i``: local header, data and descriptor."""
@@ -528,7 +603,7 @@ class Plan:
     def central_header_size(self, i: int) -> int:
         """Length of member ``i``'s central directory header."""
         f = self._flags[i]
-        size = 46 + len(self._names[i]) + (9 if f & _F_XTIME else 0)
+        size = 46 + len(self._name(i)) + (9 if f & _F_XTIME else 0)
         if f & _F_OFFSET64:
             return size + 28
         return size + 20 if f & _F_LOCAL64 else size
@@ -541,7 +616,7 @@ class Plan:
             add = offsets.append
             size_of = self.central_header_size
             pos = self.cd_start
-            for i in range(len(self._names)):
+            for i in range(len(self._name_ends)):
                 add(pos)
                 pos += size_of(i)
             self._cd_offsets = offsets
@@ -560,7 +635,7 @@ class Plan:
             end = self.size
         if start >= end:
             return
-        n = len(self._names)
+        n = len(self._name_ends)
         if start < self.cd_start:
             i = max(0, bisect_right(self._offsets, start) - 1)
             while i < n and self._offsets[i] < end:
@@ -614,7 +689,7 @@ class Plan:
     def local_header(self, i: int) -> bytes:
         """The bytes of member ``i``'s local header (independent of learned CRCs)."""
         f = self._flags[i]
-        name = self._names[i]
+        name = self._name(i)
         size = self._sizes[i]
         csize = self._csizes[i]
         # with bit 3 the CRC is written after the data; the sizes are known, so they are
@@ -657,7 +732,7 @@ class Plan:
     def central_header(self, i: int, crc: int) -> bytes:
         """The bytes of member ``i``'s central directory header, given its CRC-32."""
         f = self._flags[i]
-        name = self._names[i]
+        name = self._name(i)
         size = self._sizes[i]
         csize = self._csizes[i]
         offset = self._offsets[i]
@@ -699,7 +774,7 @@ class Plan:
 
     def end_records(self) -> bytes:
         """The zip64 end record and locator (when needed) and the end of central directory."""
-        n = len(self._names)
+        n = len(self._name_ends)
         cd_size = self.cd_end - self.cd_start
         out = b""
         if self.zip64_end:

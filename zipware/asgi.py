@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 
 from .errors import SourceError
-from .http import CONDITIONAL_REQUEST_HEADERS, Core, CRCCache, Reply, decide
+from .http import CONDITIONAL_REQUEST_HEADERS, Core, CRCCache, Reply, conditionals_in, decide
 from .manifest import ManifestError
 from .policy import Policy
 from .prepare import Download, aprepare
@@ -73,20 +73,44 @@ class ZipMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        responder = _Responder(self.app, self.core, scope, receive, send)
-        await responder.call_app(strip=self.core.strips(responder.method))
-        if responder.retry:
-            responder = _Responder(self.app, self.core, scope, receive, send)
-            await responder.call_app(strip=True)
-        if responder.kind is not None or responder.retry:
-            await responder.answer()
+        core = self.core
+        method = scope["method"].upper()
+        strip = core.strips(method)
+        sent = not strip and conditionals_in(
+            k.decode("latin-1").lower() for k, _ in scope["headers"]
+        )
+
+        def responder(*, strip: bool, sent: bool, as_get: bool) -> _Responder:
+            return _Responder(
+                self.app, core, scope, receive, send, strip=strip, sent=sent, as_get=as_get
+            )
+
+        current = responder(strip=strip, sent=sent, as_get=not core.is_probe(method))
+        await current.call_app()
+        if current.probe_hit:  # a HEAD answered with a manifest: its body is needed
+            current = responder(strip=strip, sent=sent, as_get=True)
+            await current.call_app()
+        if current.retry:  # the app applied the client's conditionals to a manifest
+            current = responder(strip=True, sent=False, as_get=True)
+            await current.call_app()
+        if current.kind is not None:
+            await current.answer()
 
 
 class _Responder:
-    """One request's state: what the app answered, and the archive reply."""
+    """One call of the application: what it answered, and the archive reply."""
 
     def __init__(
-        self, app: ASGIApp, core: Core, scope: Scope, receive: Receive, send: Send
+        self,
+        app: ASGIApp,
+        core: Core,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        strip: bool,
+        sent: bool,
+        as_get: bool,
     ) -> None:
         self.app = app
         self.core = core
@@ -94,6 +118,11 @@ class _Responder:
         self.receive = receive
         self.send = send
         self.method = scope["method"].upper()
+        self.strip = strip  # conditionals removed before the call
+        self.sent = sent  # conditionals reached the app in this call
+        self.as_get = as_get and self.method == "HEAD"
+        self.probe = self.method == "HEAD" and not as_get
+        self.probe_hit = False
         self.kind: str | None = None  # "zipware" / "modzip" once the start says so
         self.retry = False
         self.app_headers: list[tuple[str, str]] = []
@@ -105,13 +134,18 @@ class _Responder:
     def label(self) -> str:
         return f"{self.method} {self.scope.get('path', '')}"
 
-    async def call_app(self, *, strip: bool) -> None:
+    @property
+    def held(self) -> bool:
+        """Whether the app's answer is kept from the client (a manifest, or to be redone)."""
+        return self.kind is not None or self.retry or self.probe_hit
+
+    async def call_app(self) -> None:
         inner = dict(self.scope)
-        if strip:
+        if self.strip:
             inner["headers"] = [
                 (k, v) for k, v in self.scope["headers"] if k.lower() not in _STRIPPED
             ]
-        if self.method == "HEAD":
+        if self.as_get:
             # Frameworks may leave a HEAD body empty; the manifest is needed to answer it.
             inner["method"] = "GET"
         await self.app(inner, self.receive, self.intercept)
@@ -121,23 +155,26 @@ class _Responder:
         if kind == "http.response.start":
             status = message["status"]
             headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message["headers"]]
-            self.kind = self.core.kind(status, headers)
-            self.retry = self.core.must_retry(self.method, status, headers)
-            if self.kind is not None or self.retry:
+            if self.probe:
+                self.probe_hit = self.core.wants_body(status, headers)
+            else:
+                self.kind = self.core.kind(status, headers)
+                self.retry = self.core.must_retry(status, headers, sent=self.sent)
+            if self.held:
                 self.app_headers = headers
                 return
             await self.send(message)
             return
-        if self.kind is not None or self.retry:
+        if self.held:
             if kind == "http.response.body":
                 chunk = message.get("body", b"")
                 self.size += len(chunk)
-                if chunk and not self.retry and self.size <= self.core.policy.max_manifest_bytes:
+                if chunk and self.kind and self.size <= self.core.policy.max_manifest_bytes:
                     self.body.append(chunk)
                 if not message.get("more_body", False):
                     self.complete = True
             return
-        if self.method == "HEAD" and kind in ("http.response.body", "http.response.pathsend"):
+        if self.as_get and kind in ("http.response.body", "http.response.pathsend"):
             if not message.get("more_body", False):
                 await self.send({"type": "http.response.body", "body": b"", "more_body": False})
             return
@@ -146,11 +183,7 @@ class _Responder:
     async def prepare(self) -> tuple[Reply, Download | None]:
         core = self.core
         policy = core.policy
-        if self.kind is None:  # a retried request still answered a non-200 manifest
-            logger.error(
-                "zipware: %s: the application answered a manifest with an error", self.label
-            )
-            return core.error("the application's manifest response is not a 200"), None
+        assert self.kind is not None
         if self.size > policy.max_manifest_bytes:
             logger.error(
                 "zipware: %s: manifest over %d bytes", self.label, policy.max_manifest_bytes

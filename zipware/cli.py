@@ -883,6 +883,11 @@ def _add_proxy(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="DIR",
         help="read mod_zip locations as files under DIR instead of fetching them from the upstream",
     )
+    p.add_argument(
+        "--strip-conditionals",
+        action="store_true",
+        help="never forward Range and conditionals (upstreams serving manifests as files)",
+    )
     p.add_argument("--workers", type=int, default=1, help="worker processes (default: %(default)s)")
     p.add_argument(
         "--connect-timeout",
@@ -918,6 +923,7 @@ def _run_proxy(args: argparse.Namespace) -> int:
         "connect_timeout": args.connect_timeout,
         "read_timeout": args.read_timeout,
         "modzip_root": args.modzip_root,
+        "strip_conditionals": args.strip_conditionals,
     }
     # the workers import the app by name; the settings reach them through the environment
     os.environ[ENV_CONFIG] = json.dumps(config)
@@ -929,6 +935,9 @@ def _run_proxy(args: argparse.Namespace) -> int:
         workers=args.workers,
         server_header=False,  # the upstream's Server and Date headers pass through
         date_header=False,
+        # the proxy writes X-Forwarded-For itself from the real peer; uvicorn must not
+        # first replace that peer with the header's last address
+        proxy_headers=False,
     )
     return EXIT_OK
 

@@ -74,6 +74,11 @@ _DROPPED_APP_HEADERS = frozenset(
 )
 
 
+def conditionals_in(names: Iterable[str]) -> bool:
+    """Whether any of the (lower-case) request header names is a conditional or Range."""
+    return any(n in CONDITIONAL_REQUEST_HEADERS for n in names)
+
+
 def _has_trigger(headers: Iterable[tuple[str, str]], modzip: bool = False) -> str | None:
     for name, value in headers:
         lname = name.lower()
@@ -207,6 +212,11 @@ class Core:
     application applied them to the manifest), the request is made once more without
     them. Only GET and HEAD are ever repeated.
 
+    ``head_as_get``: frameworks may send no manifest body for a HEAD, so by default a HEAD
+    reaches the application as a GET. With False (the proxy), it goes as a HEAD, and only an
+    answer that carries the manifest trigger is asked for again as a GET: a HEAD of a large
+    file behind the proxy then costs the upstream no body.
+
     ``modzip_base`` / ``modzip_root`` accept nginx mod_zip file lists
     (``X-Archive-Files: zip``), their locations fetched under that URL or mapped onto that
     directory. ``error_status`` is the status of errors found before the archive starts
@@ -220,6 +230,7 @@ class Core:
         crc_cache: CRCCache | None = None,
         use_crc_cache: bool = True,
         forward_conditionals: bool = False,
+        head_as_get: bool = True,
         modzip_base: str | None = None,
         modzip_root: str | None = None,
         error_status: int = 500,
@@ -230,6 +241,7 @@ class Core:
             crc_cache if crc_cache is not None else (CRCCache() if use_crc_cache else None)
         )
         self.forward_conditionals = forward_conditionals
+        self.head_as_get = head_as_get
         self.modzip_base = modzip_base
         self.modzip_root = modzip_root
         self.error_status = error_status
@@ -247,13 +259,22 @@ class Core:
         """``"zipware"`` or ``"modzip"`` when the response is a manifest to serve."""
         return _has_trigger(headers, self.modzip) if status == 200 else None
 
-    def must_retry(self, method: str, status: int, headers: Iterable[tuple[str, str]]) -> bool:
-        """The application applied forwarded conditionals to a manifest: ask again."""
-        return (
-            status != 200
-            and not self.strips(method)
-            and _has_trigger(headers, self.modzip) is not None
-        )
+    def must_retry(self, status: int, headers: Iterable[tuple[str, str]], *, sent: bool) -> bool:
+        """The application applied forwarded conditionals to a manifest: ask again.
+
+        ``sent``: whether conditionals reached the application in this call. Without them a
+        non-200 answer is the application's own, and passes through.
+        """
+        return sent and status != 200 and _has_trigger(headers, self.modzip) is not None
+
+    def is_probe(self, method: str) -> bool:
+        """Whether a HEAD reaches the application as a HEAD (asked again as GET only when
+        its answer is a manifest); else it is sent as a GET from the start."""
+        return method == "HEAD" and not self.head_as_get
+
+    def wants_body(self, status: int, headers: Iterable[tuple[str, str]]) -> bool:
+        """Whether a HEAD probe's answer is a manifest whose body is needed."""
+        return _has_trigger(headers, self.modzip) is not None
 
     def load(self, kind: str, body: bytes, headers: Iterable[tuple[str, str]]) -> Manifest | bytes:
         """The manifest to prepare from a response body (mod_zip lists are converted).

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -42,6 +43,7 @@ _HOP_BY_HOP = frozenset(
 )
 
 ENV_CONFIG = "ZIPWARE_PROXY_CONFIG"
+_CLIENT_DEFAULTS = frozenset({"accept", "accept-encoding", "user-agent"})
 
 
 def _hop_by_hop(headers: list[tuple[str, str]]) -> frozenset[str]:
@@ -80,6 +82,9 @@ class Forwarder:
             limits=httpx.Limits(max_connections=max_connections),
             follow_redirects=False,
         )
+        # one client serves every user: it must never keep one user's cookies (httpx copies
+        # a jar given to the constructor into a default one, so the policy is set here)
+        self.client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
 
     async def aclose(self) -> None:
         """Close the connection pool (when the forwarder made it)."""
@@ -145,12 +150,16 @@ class Forwarder:
                 if not message.get("more_body", False):
                     return
 
+        headers = self._request_headers(scope)
         request = self.client.build_request(
-            scope["method"],
-            url,
-            headers=self._request_headers(scope),
-            content=body() if has_body else None,
+            scope["method"], url, headers=headers, content=body() if has_body else None
         )
+        # httpx adds Accept, Accept-Encoding and User-Agent of its own; the upstream must
+        # see the client's request, not httpx's (a gzip body the client never asked for...)
+        sent = {k.lower() for k, _ in headers}
+        for name in _CLIENT_DEFAULTS - sent:
+            if name in request.headers:
+                del request.headers[name]
         try:
             response = await self.client.send(request, stream=True)
         except httpx.TimeoutException:
@@ -205,6 +214,7 @@ def create_app(
     connect_timeout: float = 5.0,
     read_timeout: float = 60.0,
     modzip_root: str | None = None,
+    strip_conditionals: bool = False,
     policy_options: dict[str, Any] | None = None,
 ) -> ASGIApp:
     """The proxy as an ASGI app: a :class:`Forwarder` inside :class:`ZipMiddleware`.
@@ -212,8 +222,11 @@ def create_app(
     The upstream itself is always in the URL allow-list, so manifests may name files the
     backend serves (mod_zip's locations are fetched from it, unless ``modzip_root`` maps
     them onto a local directory). Conditionals reach the upstream, so its own static files
-    keep Range; a manifest answer to them is asked for again without them. Errors found
-    before the archive starts are a 502: the upstream sent something unusable.
+    keep Range; a manifest answer to them is asked for again without them
+    (``strip_conditionals`` removes them always: for upstreams that serve manifests as static
+    files, whose 416 or 304 would not say it is a manifest). A HEAD reaches the upstream as a
+    HEAD, and is asked again as a GET only when the answer is a manifest. Errors found before
+    the archive starts are a 502: the upstream sent something unusable.
     """
     upstream = upstream.rstrip("/")
     policy = Policy(
@@ -226,7 +239,8 @@ def create_app(
     return ZipMiddleware(
         forwarder,
         policy,
-        forward_conditionals=True,
+        forward_conditionals=not strip_conditionals,
+        head_as_get=False,
         modzip_base=None if modzip_root else upstream,
         modzip_root=modzip_root,
         error_status=502,

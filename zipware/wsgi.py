@@ -42,14 +42,20 @@ _ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 class _Answer:
     """Per-request record of what the application answered (never on the middleware)."""
 
-    __slots__ = ("body", "called", "headers", "kind", "retry")
+    __slots__ = ("body", "called", "headers", "kind", "probe_hit", "retry")
 
     def __init__(self) -> None:
         self.called = False
         self.kind: str | None = None  # "zipware" / "modzip" when it is a manifest
-        self.retry = False
+        self.retry = False  # conditionals reached a manifest: to be asked again without
+        self.probe_hit = False  # a HEAD answered with a manifest: to be asked again as GET
         self.headers: list[tuple[str, str]] = []
         self.body: list[bytes] = []
+
+    @property
+    def held(self) -> bool:
+        """Whether the answer is kept from the client (a manifest, or to be redone)."""
+        return self.kind is not None or self.retry or self.probe_hit
 
 
 def _request_headers(environ: WSGIEnvironment) -> dict[str, str]:
@@ -98,11 +104,28 @@ class ZipMiddleware:
         return self.core.crc_cache
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        core = self.core
         method = environ.get("REQUEST_METHOD", "GET").upper()
-        strip = self.core.strips(method)
-        result = self._call_app(environ, start_response, method, strip=strip)
+        strip = core.strips(method)
+        sent = not strip and any(k in environ for k in _STRIPPED_ENVIRON_KEYS)
+        result = self._call_app(
+            environ,
+            start_response,
+            method,
+            strip=strip,
+            sent=sent,
+            as_get=not core.is_probe(method),
+        )
+        if isinstance(result, _Answer) and result.probe_hit:
+            # a HEAD answered with a manifest: its body is needed
+            result = self._call_app(
+                environ, start_response, method, strip=strip, sent=sent, as_get=True
+            )
         if isinstance(result, _Answer) and result.retry:
-            result = self._call_app(environ, start_response, method, strip=True)
+            # the app applied the client's conditionals to a manifest
+            result = self._call_app(
+                environ, start_response, method, strip=True, sent=False, as_get=True
+            )
         if not isinstance(result, _Answer):
             return result
         answer = result
@@ -130,12 +153,20 @@ class ZipMiddleware:
         method: str,
         *,
         strip: bool,
+        sent: bool,
+        as_get: bool,
     ) -> _Answer | Iterable[bytes]:
-        """Call the app; pass its response through, or return what it said (a manifest)."""
+        """Call the app; pass its response through, or return what it said (a manifest).
+
+        ``strip``: remove the conditionals first; ``sent``: they reach the app in this call;
+        ``as_get``: a HEAD is sent as a GET (else it is a probe, see Core.head_as_get).
+        """
         inner = dict(environ)
         if strip:
             inner = {k: v for k, v in environ.items() if k not in _STRIPPED_ENVIRON_KEYS}
-        if method == "HEAD":
+        as_get = as_get and method == "HEAD"
+        probe = method == "HEAD" and not as_get
+        if as_get:
             # Frameworks may leave a HEAD body empty; the manifest is needed to answer it.
             inner["REQUEST_METHOD"] = "GET"
         answer = _Answer()
@@ -146,18 +177,20 @@ class ZipMiddleware:
         ) -> Callable[[bytes], object]:
             answer.called = True
             code = int(status.split(" ", 1)[0])
-            answer.kind = core.kind(code, headers)
-            answer.retry = core.must_retry(method, code, headers)
-            if answer.kind is not None or answer.retry:
+            if probe:
+                answer.probe_hit = core.wants_body(code, headers)
+            else:
+                answer.kind = core.kind(code, headers)
+                answer.retry = core.must_retry(code, headers, sent=sent)
+            if answer.held:
                 answer.headers = headers
                 return answer.body.append
             write = start_response(status, headers, exc_info)  # type: ignore[arg-type]
-            return write if method != "HEAD" else (lambda data: None)
+            return write if not as_get else (lambda data: None)
 
         app_iter = self.app(inner, capture_start)  # type: ignore[arg-type]
-        held = answer.kind is not None or answer.retry
-        if answer.called and not held:
-            if method == "HEAD":
+        if answer.called and not answer.held:
+            if as_get:
                 _close(app_iter)
                 return []
             return app_iter  # untouched: keeps wsgi.file_wrapper and streaming as they are
@@ -169,8 +202,8 @@ class ZipMiddleware:
                 first.append(chunk)
                 if answer.called:
                     break
-        if answer.kind is None and not answer.retry:
-            if method == "HEAD":
+        if not answer.held:
+            if as_get:
                 _close(app_iter)
                 return []
             return ClosingIterator(chain(first, iterator), [lambda: _close(app_iter)])
@@ -180,11 +213,11 @@ class ZipMiddleware:
         try:
             for chunk in iterator:
                 size += len(chunk)
-                if size <= limit and not answer.retry:
+                if size <= limit and answer.kind is not None:
                     answer.body.append(chunk)
         finally:
             _close(app_iter)
-        if size > limit:
+        if size > limit and answer.kind is not None:
             answer.body = []
             answer.kind = "too-large"
         return answer
@@ -194,9 +227,7 @@ class ZipMiddleware:
     ) -> tuple[Reply, Download | None]:
         core = self.core
         label = _label(environ)
-        if answer.kind is None:  # a retried request still answered a non-200 manifest
-            logger.error("zipware: %s: the application answered a manifest with an error", label)
-            return core.error("the application's manifest response is not a 200"), None
+        assert answer.kind is not None
         if answer.kind == "too-large":
             logger.error(
                 "zipware: %s: manifest over %d bytes", label, core.policy.max_manifest_bytes

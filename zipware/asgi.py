@@ -194,7 +194,7 @@ class _Responder:
             return core.error("the manifest is incomplete"), None
         try:
             manifest = core.load(self.kind, b"".join(self.body), self.app_headers)
-            download = await aprepare(manifest, policy)
+            download = await aprepare(manifest, policy, async_client=core.async_client(manifest))
         except ManifestError as exc:
             logger.error("zipware: %s: invalid manifest:\n%s", self.label, exc)
             count = len(exc.problems)

@@ -235,7 +235,7 @@ class ZipMiddleware:
             return core.error("the manifest is too large"), None
         try:
             manifest = core.load(answer.kind, b"".join(answer.body), answer.headers)
-            download = prepare(manifest, core.policy)
+            download = prepare(manifest, core.policy, client=core.sync_client(manifest))
         except ManifestError as exc:
             logger.error("zipware: %s: invalid manifest:\n%s", label, exc)
             count = len(exc.problems)

@@ -42,10 +42,10 @@ VERSION = 1
 CONTENT_TYPE = "application/vnd.zipware.manifest+json"
 TRIGGER_HEADER = "X-Zip-Manifest"
 
-SOURCE_FIELDS = ("path", "url", "text", "data")
-# Reserved for the next kinds of source, so that adding them stays backwards compatible:
-# an object-storage URI, and a member copied raw out of an existing archive.
-RESERVED_SOURCE_FIELDS = ("uri", "archive")
+SOURCE_FIELDS = ("path", "url", "uri", "text", "data")
+# Reserved for the next kind of source, so that adding it stays backwards compatible:
+# a member copied raw out of an existing archive.
+RESERVED_SOURCE_FIELDS = ("archive",)
 
 _HEX8 = re.compile(r"[0-9a-fA-F]{8}")
 
@@ -75,7 +75,10 @@ Size = Annotated[
     int,
     msgspec.Meta(
         ge=0,
-        description="Uncompressed size in bytes. Required for `url` entries (or found by HEAD).",
+        description=(
+            "Uncompressed size in bytes. Optional: found by a HEAD for `url` entries, from "
+            "the object's metadata for `uri` entries (and then checked against it)."
+        ),
         examples=[4817211],
     ),
 ]
@@ -140,6 +143,20 @@ class Entry(_Base, kw_only=True):
             msgspec.Meta(
                 description="An http(s) URL inside the server's allow-list.",
                 examples=["https://cdn.example.com/cliff.jpg"],
+            ),
+        ]
+        | None
+    ) = None
+    uri: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1,
+                description="An object in object storage, 'protocol://bucket/key', inside the "
+                "server's `allow_uris` prefixes; read with the server's credentials. Its size, "
+                "mtime (LastModified) and ETag come from one metadata request before the "
+                "first byte; an object that changes afterwards fails the download.",
+                examples=["s3://media/2024/cliff.mp4"],
             ),
         ]
         | None

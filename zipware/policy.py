@@ -1,15 +1,17 @@
-"""The safety policy: which local files and URLs a manifest may name, and how big it may be.
+"""The safety policy: which local files, URLs and objects a manifest may name, how big it may be.
 
 One :class:`Policy` object is shared by the CLI, the middlewares and the proxy. Its defaults
-are safe: no local file (no root configured), no URL (empty allow-list).
+are safe: no local file (no root configured), no URL and no object (empty allow-lists).
 """
 
 from __future__ import annotations
 
 import os
 import stat as _stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ZipwareError
@@ -17,6 +19,9 @@ from .errors import ZipwareError
 __all__ = ["Policy", "PolicyError"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# protocols fsspec also knows that allow_uris must not open: local files go through `roots`
+# (symlink checks), web resources through `allow_urls` (redirect checks)
+_NOT_OBJECT_STORAGE = frozenset({"file", "local", "http", "https", "data", "ftp", "sftp", "ssh"})
 
 
 class PolicyError(ZipwareError, ValueError):
@@ -46,6 +51,40 @@ class _URLPrefix:
         return path == self.path or path.startswith(self.path + "/")
 
 
+@dataclass(frozen=True)
+class _URIPrefix:
+    protocol: str
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, prefix: str) -> _URIPrefix:
+        from .sources import split_uri
+
+        scheme = prefix.partition("://")[0].lower()
+        if scheme in _NOT_OBJECT_STORAGE:
+            raise ValueError(
+                f"allow_uris entry {prefix!r}: {scheme}:// is not object storage "
+                "(use roots for local files, allow_urls for http(s))"
+            )
+        try:
+            protocol, bucket, key = split_uri(prefix)
+        except ValueError:
+            raise ValueError(
+                f"allow_uris entry {prefix!r} must be protocol://bucket or protocol://bucket/prefix"
+            ) from None
+        if "::" in prefix:
+            raise ValueError(f"allow_uris entry {prefix!r} is a chained URL")
+        return cls(protocol, bucket, key)
+
+    def admits(self, protocol: str, bucket: str, key: str) -> bool:
+        if (protocol, bucket) != (self.protocol, self.bucket):
+            return False
+        if not self.key or self.key.endswith("/"):
+            return key.startswith(self.key)
+        return key == self.key or key.startswith(self.key + "/")
+
+
 def _real_roots(roots: Iterable[str | os.PathLike[str]]) -> tuple[str, ...]:
     return tuple(os.path.realpath(os.fspath(r)) for r in roots)
 
@@ -59,10 +98,19 @@ class Policy:
     * ``allow_urls``: URL prefixes (scheme, host, port and path prefix) that ``url`` entries
       and their redirects must stay within. ``https://cdn.example.com/media/`` admits
       everything under ``/media/``; ``https://cdn.example.com`` the whole host.
+    * ``allow_uris``: object storage prefixes (``protocol://bucket/prefix``) that ``uri``
+      entries must be inside. ``s3://media/public`` admits ``s3://media/public`` and
+      everything under ``s3://media/public/`` (not ``s3://media/public-2/``);
+      ``s3://media`` the whole bucket. Objects are read through fsspec (s3fs for ``s3://``).
+    * ``storage_options``: keyword arguments of the fsspec filesystem that reads ``uri``
+      entries (credentials, ``{"client_kwargs": {"endpoint_url": ...}}``, region...). Empty:
+      fsspec's standard environment variables and configuration files. Never shown in a
+      ``repr``, a log or an error.
     * limits: ``max_entries``, ``max_manifest_bytes``, ``max_archive_bytes`` (None: no
       limit), ``max_name_bytes`` (the format's own limit is 65,535).
     * URL fetching: ``url_timeout`` seconds, ``max_redirects``, ``head_concurrency`` (HEAD
-      requests in flight at once when sizes must be found).
+      requests in flight at once when sizes must be found; also the metadata requests of
+      ``uri`` objects).
     """
 
     roots: tuple[str, ...] = ()
@@ -74,13 +122,26 @@ class Policy:
     url_timeout: float = 30.0
     max_redirects: int = 5
     head_concurrency: int = 16
+    allow_uris: tuple[str, ...] = ()
+    storage_options: Mapping[str, Any] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False, compare=False
+    )
     _prefixes: tuple[_URLPrefix, ...] = field(init=False, repr=False, compare=False)
+    _uri_prefixes: tuple[_URIPrefix, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # frozen: normalise through object.__setattr__ once, at construction
         object.__setattr__(self, "roots", _real_roots(self.roots))
         object.__setattr__(self, "allow_urls", tuple(self.allow_urls))
         object.__setattr__(self, "_prefixes", tuple(_URLPrefix.parse(p) for p in self.allow_urls))
+        object.__setattr__(self, "allow_uris", tuple(self.allow_uris))
+        object.__setattr__(
+            self, "_uri_prefixes", tuple(_URIPrefix.parse(p) for p in self.allow_uris)
+        )
+        # a read-only copy: the caller's dict may change, the policy does not
+        object.__setattr__(
+            self, "storage_options", MappingProxyType(dict(self.storage_options or {}))
+        )
 
     # -- local files ----------------------------------------------------------------------
 
@@ -163,3 +224,33 @@ class Policy:
         port = port or _DEFAULT_PORTS[scheme]
         if not any(p.admits(scheme, parts.hostname, port, path) for p in self._prefixes):
             raise PolicyError(f"URL {redact_url(url)} is not in the allow-list")
+
+    # -- object storage -------------------------------------------------------------------
+
+    def check_uri(self, uri: str) -> tuple[str, str, str]:
+        """``(protocol, bucket, key)`` of a ``uri`` entry; PolicyError unless it is allowed.
+
+        The key must name an object (not end in '/') and have no '.' or '..' segment, NUL
+        or backslash, which some stores or gateways would normalise out of a prefix.
+        """
+        from .sources import redact_uri, split_uri
+
+        if not self._uri_prefixes:
+            raise PolicyError("object storage URIs are not allowed (allow_uris is empty)")
+        try:
+            protocol, bucket, key = split_uri(uri)
+        except ValueError:
+            raise PolicyError("URI is not of the form protocol://bucket/key") from None
+        shown = redact_uri(uri)
+        if "::" in uri:
+            raise PolicyError(f"URI {shown} is a chained URL")
+        if not key or key.endswith("/"):
+            raise PolicyError(f"URI {shown} names a bucket or a folder, not an object")
+        if "\x00" in key or "\\" in key:
+            raise PolicyError(f"URI {shown} has a NUL or a backslash")
+        segments = key.split("/")
+        if ".." in segments or "." in segments:
+            raise PolicyError(f"URI {shown} has a '.' or '..' segment")
+        if not any(p.admits(protocol, bucket, key) for p in self._uri_prefixes):
+            raise PolicyError(f"URI {shown} is not in the allow-list")
+        return protocol, bucket, key

@@ -2,23 +2,27 @@
 
 Everything that can fail before the first byte fails here, all at once: the manifest's
 structure, every entry's fields, local paths against the roots (stat'ed for size and mtime),
-URLs against the allow-list (HEAD'ed when their size is not declared), member names,
+URLs against the allow-list (HEAD'ed when their size is not declared), object storage URIs
+against theirs (one metadata request each: size, LastModified, ETag), member names,
 duplicates and the limits. The result carries what an HTTP layer needs next: the archive,
 the download's file name, a fingerprint for the ETag and a Last-Modified time.
 
 The work is split so the sync and async forms share it: :class:`_Preparer` does everything
 without network I/O; :func:`prepare` and :func:`aprepare` only differ in how they run the
-HEAD requests (a thread pool, or tasks on the event loop), both bounded.
+lookups (HEAD requests and object metadata): a thread pool, or tasks on the event loop
+(object metadata in worker threads), both bounded by ``Policy.head_concurrency``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -28,7 +32,18 @@ from .errors import InvalidMemberError
 from .manifest import Entry, Manifest, ManifestError, Problem, _Head, decode_partial
 from .plan import Member, Plan
 from .policy import Policy, PolicyError
-from .sources import BytesSource, FileSource, Source, URLSource, redact_url
+from .sources import (
+    BytesSource,
+    FileSource,
+    FSSpecSource,
+    ObjectInfo,
+    Source,
+    URLSource,
+    explain_object_error,
+    filesystem,
+    redact_uri,
+    redact_url,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -45,8 +60,9 @@ class Download:
     ``fingerprint`` changes whenever the archive's bytes could: it covers the manifest's
     declarations and what was resolved before the first byte (sizes, mtimes, file identity),
     never CRCs learned while streaming. ``last_modified`` is the newest member mtime.
-    ``file_keys`` maps the members read from local files whose CRC was not declared to
-    their identity (real path, device, inode, size, mtime), the key a CRC cache uses.
+    ``file_keys`` maps the members whose CRC was not declared and whose content has a
+    stable identity to it: local files (real path, device, inode, size, mtime) and objects
+    with an ETag (URI, ETag, version, size). It is the key a CRC cache uses.
     """
 
     archive: Archive
@@ -82,6 +98,8 @@ class _Preparer:
         self.index: list[int] = []  # entry index of each member (undecodable entries are skipped)
         self.identity: list[tuple[object, ...] | None] = []
         self.pending: list[tuple[int, URLSource]] = []  # members whose size needs a HEAD
+        self.objects: list[tuple[int, FSSpecSource]] = []  # members whose metadata is due
+        self.filesystems: dict[str, Any] = {}  # one fsspec filesystem per protocol
         self.dir_cache: dict[str, tuple[str, bool]] = {}
         self.client = client
         self.async_client = async_client
@@ -148,6 +166,21 @@ class _Preparer:
                 ident = ("url", redact_url(e.url))
                 if size is None:
                     self.pending.append((len(self.members), url_source))
+        elif e.uri is not None:
+            try:
+                protocol = policy.check_uri(e.uri)[0]
+            except PolicyError as exc:
+                self._fail(i, "uri", str(exc))
+            else:
+                try:
+                    fs = self._filesystem(protocol)
+                except Exception as exc:  # no fsspec, no s3fs, bad storage_options...
+                    self._fail(i, "uri", explain_object_error(exc, e.uri, policy.storage_options))
+                else:
+                    object_source = FSSpecSource(e.uri, fs, policy.storage_options)
+                    source = object_source
+                    ident = ("uri", redact_uri(e.uri))  # completed by the metadata
+                    self.objects.append((len(self.members), object_source))
         elif e.text is not None or e.data is not None:
             content = e.text.encode() if e.text is not None else e.data
             assert content is not None
@@ -181,6 +214,60 @@ class _Preparer:
             )
         )
         self.identity.append(ident)
+
+    def _filesystem(self, protocol: str) -> Any:
+        fs = self.filesystems.get(protocol)
+        if fs is None:
+            # made here, in one thread, and shared by the lookups and the reads
+            fs = self.filesystems[protocol] = filesystem(protocol, self.policy.storage_options)
+        return fs
+
+    def lookups(self) -> list[tuple[Callable[[], object], Callable[[Any], None]]]:
+        """The network lookups still due, as ``(call, record)``: ``record(call())``, or
+        ``record(exception)`` when the call raised."""
+        out: list[tuple[Callable[[], object], Callable[[Any], None]]] = []
+        for k, url_source in self.pending:
+            out.append((url_source.stat, functools.partial(self.resolved, k)))
+        for k, object_source in self.objects:
+            out.append((object_source.stat, functools.partial(self.found, k)))
+        return out
+
+    def found(self, k: int, result: ObjectInfo | BaseException) -> None:
+        """Record the outcome of member ``k``'s object metadata request."""
+        i = self.index[k]
+        member = self.members[k]
+        source = member.source
+        assert isinstance(source, FSSpecSource)
+        if isinstance(result, BaseException):
+            message = explain_object_error(result, source.uri, self.policy.storage_options)
+            self._fail(i, "uri", message)
+            return
+        entry = self.entries[i]
+        assert entry is not None
+        if entry.storage == "precompressed":
+            if entry.compressed_size != result.size:
+                self._fail(
+                    i,
+                    "compressed_size",
+                    f"declared {entry.compressed_size} bytes, the object has {result.size}",
+                )
+        elif entry.size is not None and entry.size != result.size:
+            self._fail(i, "size", f"declared {entry.size} bytes, the object has {result.size}")
+        else:
+            member.size = result.size
+        if entry.mtime is None and result.mtime is not None:
+            member.mtime = result.mtime
+        source.etag = result.etag
+        source.size = result.size
+        # the ETag pins the content; without one, size and mtime are all there is
+        self.identity[k] = (
+            "uri",
+            redact_uri(source.uri),
+            result.etag,
+            result.version,
+            result.size,
+            None if result.etag else result.mtime,
+        )
 
     def resolved(self, k: int, result: tuple[int, float | None] | BaseException) -> None:
         """Record the outcome of member ``k``'s HEAD request."""
@@ -216,7 +303,9 @@ class _Preparer:
         keys = {
             k: ident
             for k, ident in enumerate(self.identity)
-            if isinstance(ident, tuple) and ident[0] == "path" and plan.declared_crc(k) is None
+            if isinstance(ident, tuple)
+            and (ident[0] == "path" or (ident[0] == "uri" and ident[2] is not None))
+            and plan.declared_crc(k) is None
         }
         return Download(
             archive=Archive(plan),
@@ -282,16 +371,18 @@ def prepare(
     """Validate and resolve a manifest (JSON or a :class:`Manifest`) into a :class:`Download`.
 
     Raises :class:`~zipware.manifest.ManifestError` listing every problem, each with its
-    JSON path. HEAD requests for URL sizes run on a bounded thread pool.
+    JSON path. HEAD requests for URL sizes and the metadata requests of objects run on a
+    thread pool of at most ``policy.head_concurrency`` threads.
     """
     preparer = _start(manifest, policy or Policy(), client, None)
-    if preparer.pending:
-        workers = max(1, min(preparer.policy.head_concurrency, len(preparer.pending)))
+    lookups = preparer.lookups()
+    if lookups:
+        workers = max(1, min(preparer.policy.head_concurrency, len(lookups)))
         with ThreadPoolExecutor(workers, thread_name_prefix="zipware-head") as pool:
-            futures = [(i, pool.submit(src.stat)) for i, src in preparer.pending]
-            for i, future in futures:
+            futures = [(record, pool.submit(call)) for call, record in lookups]
+            for record, future in futures:
                 exc = future.exception()
-                preparer.resolved(i, exc if exc is not None else future.result())
+                record(exc if exc is not None else future.result())
     return preparer.finish()
 
 
@@ -301,11 +392,13 @@ async def aprepare(
     *,
     async_client: httpx.AsyncClient | None = None,
 ) -> Download:
-    """Async form of :func:`prepare`: local stats run in a worker thread, HEADs as tasks."""
+    """Async form of :func:`prepare`: local stats run in a worker thread, HEADs as tasks,
+    object metadata requests in worker threads; at most ``policy.head_concurrency`` lookups
+    are in flight at once."""
     preparer: _Preparer = await anyio.to_thread.run_sync(
         _start, manifest, policy or Policy(), None, async_client
     )
-    if preparer.pending:
+    if preparer.pending or preparer.objects:
         limiter = anyio.Semaphore(preparer.policy.head_concurrency)
 
         async def head(i: int, src: URLSource) -> None:
@@ -316,7 +409,19 @@ async def aprepare(
                     result = exc
             preparer.resolved(i, result)
 
+        async def info(i: int, src: FSSpecSource) -> None:
+            async with limiter:
+                try:
+                    # a worker thread of anyio's shared pool (its limit holds for the
+                    # whole process); the semaphore bounds this manifest's share of it
+                    result: ObjectInfo | BaseException = await anyio.to_thread.run_sync(src.stat)
+                except Exception as exc:
+                    result = exc
+            preparer.found(i, result)
+
         async with anyio.create_task_group() as tg:
             for i, src in preparer.pending:
                 tg.start_soon(head, i, src)
+            for i, obj in preparer.objects:
+                tg.start_soon(info, i, obj)
     return preparer.finish()

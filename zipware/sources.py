@@ -11,7 +11,9 @@ CRC, so a source need not know the size it was declared with.
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
+import re
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -21,7 +23,7 @@ from collections.abc import (
     Iterator,
     Mapping,
 )
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio.to_thread
@@ -34,11 +36,16 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncIterSource",
     "BytesSource",
+    "FSSpecSource",
     "FileSource",
     "IterSource",
+    "ObjectChangedError",
+    "ObjectInfo",
     "Source",
     "URLSource",
+    "redact_uri",
     "redact_url",
+    "split_uri",
 ]
 
 READ_SIZE = 256 * 1024  # large enough to amortise per-call costs, small enough per download
@@ -399,3 +406,272 @@ class URLSource(Source):
 
     def describe(self) -> str:
         return "URL (resolved at open time)" if callable(self.url) else redact_url(self.url)
+
+
+# -- object storage through fsspec -----------------------------------------------------------
+
+OBJECT_BLOCK_SIZE = 4 * 1024 * 1024  # one ranged GET per block: few round trips, bounded memory
+
+_URI = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]+)(?:/(.*))?", re.DOTALL)
+_USERINFO = re.compile(r"(\w[\w+.-]*://)[^/@\s]+@")
+# storage option names whose values are credentials (s3fs, gcsfs, adlfs, botocore config)
+_SECRET_NAME = re.compile(r"key|secret|token|passw|credential|sas|signature|auth", re.IGNORECASE)
+_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_KEY")
+
+
+def split_uri(uri: str) -> tuple[str, str, str]:
+    """``protocol://bucket/key`` as ``(protocol, bucket, key)``; the protocol lower-cased.
+
+    Raises ValueError if ``uri`` has no protocol or no bucket. The key may be empty.
+    """
+    m = _URI.fullmatch(uri)
+    if m is None:
+        raise ValueError(f"{redact_uri(uri)!r} is not of the form protocol://bucket/key")
+    return m.group(1).lower(), m.group(2), m.group(3) or ""
+
+
+def redact_uri(uri: str) -> str:
+    """The URI without user info, query or fragment: safe to log."""
+    return _USERINFO.sub(r"\1", uri).partition("?")[0].partition("#")[0]
+
+
+def _secrets(options: Mapping[str, Any] | None) -> list[str]:
+    found = [os.environ.get(name, "") for name in _SECRET_ENV]
+
+    def walk(value: Any, secret: bool) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(v, secret or bool(_SECRET_NAME.search(str(k))))
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v, secret)
+        elif secret and isinstance(value, str):
+            found.append(value)
+
+    walk(options or {}, False)
+    # short values ("testing", a region) would mangle messages and protect nothing
+    return sorted((s for s in found if len(s) >= 8), key=len, reverse=True)
+
+
+def scrub(text: str, storage_options: Mapping[str, Any] | None = None) -> str:
+    """``text`` without the credentials of ``storage_options`` or the environment in it."""
+    text = _USERINFO.sub(r"\1", text)
+    for secret in _secrets(storage_options):
+        text = text.replace(secret, "***")
+    return text
+
+
+def explain_object_error(
+    exc: BaseException,
+    uri: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    action: str = "read",
+) -> str:
+    """What went wrong when ``action`` ("read", "write") ``uri``, with no credential in it."""
+    where = redact_uri(uri)
+    detail = scrub(str(exc), storage_options)
+    if isinstance(exc, ObjectChangedError):
+        return detail
+    if isinstance(exc, FileNotFoundError):
+        # s3fs gives the path for a missing key, the reason for a missing bucket
+        extra = "" if not detail or detail in uri else f" ({detail})"
+        if action != "read":
+            return f"cannot {action} {where}{': ' + detail if extra else ''}"
+        return f"object {where} does not exist{extra}"
+    if isinstance(exc, IsADirectoryError):
+        return f"{where} is a folder, not an object"
+    if isinstance(exc, PermissionError):
+        return (
+            f"access to {where} denied ({detail or 'forbidden'}): check the credentials, "
+            "the endpoint and the bucket's policy"
+        )
+    if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+        return f"no usable credentials to {action} {where} ({detail})"
+    if isinstance(exc, ImportError):
+        hint = " (pip install 'zipware[s3]')" if where.lower().startswith(("s3:", "s3a:")) else ""
+        return f"cannot {action} {where}: {detail}{hint}"
+    return f"cannot {action} {where}: {type(exc).__name__}: {detail}"
+
+
+class ObjectChangedError(SourceFetchError):
+    """An object is no longer the one found when the archive was prepared (its ETag changed)."""
+
+
+class ObjectInfo(NamedTuple):
+    """What one metadata request says about an object."""
+
+    size: int
+    mtime: float | None  # Unix seconds
+    etag: str | None
+    version: str | None
+
+
+def _timestamp(value: object) -> float | None:
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=_dt.timezone.utc)
+        return value.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value:
+        try:
+            return _timestamp(_dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except ValueError:
+            return None
+    return None
+
+
+def object_info(info: Mapping[str, Any], uri: str) -> ObjectInfo:
+    """An fsspec ``info()`` dict (s3fs, gcsfs, adlfs, memory...) as an :class:`ObjectInfo`."""
+    if info.get("type", "file") != "file":
+        raise IsADirectoryError(uri)
+    size = info.get("size")
+    if not isinstance(size, int) or size < 0:
+        raise SourceFetchError(f"{redact_uri(uri)} has no size in its metadata")
+    mtime = None
+    for name in ("LastModified", "last_modified", "mtime", "updated", "created"):
+        mtime = _timestamp(info.get(name))
+        if mtime is not None:
+            break
+    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
+    version = info.get("VersionId") or info.get("generation") or info.get("version_id")
+    return ObjectInfo(
+        size,
+        mtime,
+        str(etag) if etag else None,
+        str(version) if version else None,
+    )
+
+
+def filesystem(protocol: str, storage_options: Mapping[str, Any] | None = None) -> Any:
+    """The fsspec filesystem for ``protocol`` (fsspec keeps one instance per options)."""
+    import fsspec
+
+    return fsspec.filesystem(protocol, **(storage_options or {}))
+
+
+class FSSpecSource(Source):
+    """An object in object storage (``s3://bucket/key``...) read through fsspec.
+
+    ``fs`` is an fsspec filesystem (s3fs's ``S3FileSystem`` for ``s3://``); by default the
+    one fsspec makes for the URI's protocol with ``storage_options`` (credentials, endpoint,
+    region: ``{"client_kwargs": {"endpoint_url": ...}}`` for s3fs), else the standard
+    environment and configuration files. Nothing is opened before the data is due.
+
+    Bytes are read by ranged GETs of ``block_size`` bytes from ``offset`` on, with no
+    read-ahead cache: one block per open member is all the memory it takes.
+
+    ``etag`` and ``size`` are what :func:`~zipware.prepare.prepare` found. With both, s3fs
+    reads without a new metadata request: every GET carries ``If-Match: <etag>``, so an
+    object changed since fails with :class:`ObjectChangedError`, whatever its size. Otherwise
+    (or with another filesystem) opening costs one metadata request, whose ETag must still be
+    ``etag`` when one is given; s3fs pins the GETs to that one.
+    """
+
+    __slots__ = ("block_size", "etag", "fs", "path", "size", "storage_options", "uri")
+
+    def __init__(
+        self,
+        uri: str,
+        fs: Any = None,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        block_size: int = OBJECT_BLOCK_SIZE,
+        etag: str | None = None,
+        size: int | None = None,
+    ) -> None:
+        _, bucket, key = split_uri(uri)
+        if not key:
+            raise ValueError(f"{redact_uri(uri)} names a bucket, not an object")
+        if block_size < 1:
+            raise ValueError("block_size must be positive")
+        self.uri = uri
+        # the bucket/key path fsspec's filesystems take; never a chained URL ("a::b")
+        self.path = f"{bucket}/{key}"
+        self.fs = fs
+        self.storage_options = dict(storage_options or {})
+        self.block_size = block_size
+        self.etag = etag
+        self.size = size
+
+    def filesystem(self) -> Any:
+        """The fsspec filesystem the object is read with."""
+        if self.fs is None:
+            self.fs = filesystem(split_uri(self.uri)[0], self.storage_options)
+        return self.fs
+
+    def stat(self) -> ObjectInfo:
+        """Size, mtime, ETag and version from one metadata request (HEAD for S3).
+
+        The filesystem's listings cache is dropped for the object first: an earlier listing
+        by the same (shared) filesystem instance must not stand in for its current state.
+        """
+        fs = self.filesystem()
+        fs.invalidate_cache(self.path)
+        return object_info(fs.info(self.path), self.uri)
+
+    def _open(self) -> Any:
+        fs = self.filesystem()
+        # cache_type="none": each read is one ranged GET of what is asked, nothing kept
+        options: dict[str, Any] = {"block_size": self.block_size, "cache_type": "none"}
+        if self.etag is not None and self.size is not None:
+            f = fs.open(self.path, "rb", size=self.size, **options)  # no metadata request
+            pinned = getattr(f, "read_kw", None)  # s3fs >= 2024.12: the GETs' arguments
+            if isinstance(pinned, dict):
+                # what s3fs would otherwise fetch with a HEAD at the first read
+                f.details = {
+                    "name": self.path,
+                    "size": self.size,
+                    "type": "file",
+                    "ETag": self.etag,
+                }
+                f.read_kw = {**pinned, "IfMatch": self.etag}
+                return f
+            f.close()  # no way to pin this filesystem's reads: ask for the metadata
+        f = fs.open(self.path, "rb", **options)
+        details = getattr(f, "details", None)
+        if self.etag is not None and isinstance(details, Mapping):
+            now = details.get("ETag") or details.get("etag")
+            if now and now != self.etag:
+                f.close()
+                raise ObjectChangedError(
+                    f"{redact_uri(self.uri)} changed after the archive was prepared "
+                    f"(ETag {now}, was {self.etag})"
+                )
+        return f
+
+    def iter_chunks(self, offset: int = 0) -> Generator[bytes, None, None]:
+        try:
+            f = self._open()
+        except ObjectChangedError:
+            raise
+        except Exception as exc:
+            raise self._error(exc) from exc
+        try:
+            if offset:
+                f.seek(offset)
+            read = f.read
+            size = self.block_size
+            while True:
+                try:
+                    chunk = read(size)
+                except Exception as exc:
+                    raise self._error(exc) from exc
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            f.close()
+
+    def _error(self, exc: Exception) -> SourceFetchError:
+        if type(exc).__name__ == "FileExpired":  # s3fs: the If-Match of a GET failed
+            when = "while it was read" if self.etag is None else "after the archive was prepared"
+            return ObjectChangedError(f"{redact_uri(self.uri)} changed {when} (ETag differs)")
+        return SourceFetchError(explain_object_error(exc, self.uri, self.storage_options))
+
+    def describe(self) -> str:
+        return f"object {redact_uri(self.uri)}"
+
+    def __repr__(self) -> str:
+        return f"FSSpecSource({redact_uri(self.uri)!r})"

@@ -951,3 +951,49 @@ def test_example_app(bucket: str, endpoint: str, monkeypatch: pytest.MonkeyPatch
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
     data = s3.get_object(Bucket=bucket, Key=uri.removeprefix(f"s3://{bucket}/"))["Body"].read()
     assert zipfile.ZipFile(io.BytesIO(data)).read("hello.txt") == OBJECTS["media/hello.txt"]
+
+
+# -- the command line: objects in, an object out -------------------------------------------
+
+
+def test_cli_build_from_and_into_a_bucket(
+    bucket: str, endpoint: str, s3: Any, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps(manifest_for(bucket)))
+    env = {**os.environ, **ENV, "AWS_ENDPOINT_URL": endpoint}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zipware",
+            "build",
+            str(manifest),
+            "--allow-uri",
+            f"s3://{bucket}/media",
+            "-o",
+            f"s3://{bucket}/exports/out.zip",
+            "--quiet",
+        ],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    body = s3.get_object(Bucket=bucket, Key="exports/out.zip")["Body"].read()
+    assert_zip(body, expected_files())
+    # an object outside --allow-uri: exit 2 with the problem, nothing uploaded
+    refused = subprocess.run(
+        [sys.executable, "-m", "zipware", "build", str(manifest), "-o", f"s3://{bucket}/x.zip"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2
+    assert "allow" in refused.stderr and ".uri" in refused.stderr
+    assert "x.zip" not in keys(s3, bucket)
+    assert multipart_uploads(s3, bucket) == []

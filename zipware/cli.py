@@ -652,6 +652,18 @@ def _add_manifest_options(p: argparse.ArgumentParser) -> None:
             "needs httpx)"
         ),
     )
+    p.add_argument(
+        "--allow-uri",
+        metavar="PREFIX",
+        action="append",
+        dest="allow_uris",
+        help=(
+            "an object storage prefix 'uri' entries must be inside, such as "
+            "s3://bucket/media (repeatable; default: no object allowed; needs "
+            "'zipware[s3]'; credentials, region and endpoint come from the standard "
+            "AWS_* variables and ~/.aws files)"
+        ),
+    )
 
 
 def _manifest_label(manifest: str) -> str:
@@ -667,9 +679,14 @@ def _policy(args: argparse.Namespace) -> Policy:
         if not os.path.isdir(root):
             raise CLIError(f"--root {_quote(root)} is not a directory")
     try:
-        return Policy(roots=tuple(roots), allow_urls=tuple(args.allow_urls or ()))
-    except ValueError as exc:  # a malformed --allow-url
-        raise CLIError(f"--allow-url: {exc}") from exc
+        return Policy(
+            roots=tuple(roots),
+            allow_urls=tuple(args.allow_urls or ()),
+            allow_uris=tuple(args.allow_uris or ()),
+        )
+    except ValueError as exc:  # a malformed --allow-url or --allow-uri
+        option = "--allow-uri" if "allow_uris" in str(exc) else "--allow-url"
+        raise CLIError(f"{option}: {exc}") from exc
 
 
 def _read_manifest(manifest: str) -> bytes:
@@ -739,24 +756,81 @@ def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--output",
         metavar="ARCHIVE",
         required=True,
-        help="the ZIP file to write ('-': standard output); written as ARCHIVE.part, then renamed",
+        help=(
+            "the ZIP file to write ('-': standard output), written as ARCHIVE.part, then "
+            "renamed; or an object, s3://bucket/key, sent as a multipart upload that is "
+            "aborted on any failure (needs 'zipware[s3]')"
+        ),
     )
     _add_display_options(p)
     p.set_defaults(handler=_run_build)
 
 
+def _is_object_uri(dest: str) -> bool:
+    """Whether ``-o`` names an object (``s3://bucket/key``) rather than a local file."""
+    scheme, sep, _ = dest.partition("://")
+    return (
+        bool(sep) and scheme.lower() not in ("", "file") and scheme.isascii() and scheme.isalnum()
+    )
+
+
+def _upload_or_explain(archive: Archive, dest: str, progress: Progress | None) -> int:
+    """:func:`zipware.upload.upload` to ``dest``, its errors turned into :class:`CLIError`."""
+    try:
+        import fsspec  # noqa: F401
+
+        from .upload import UploadError, upload
+    except ImportError as exc:
+        raise CLIError(
+            f"writing to {dest} needs fsspec and s3fs: pip install 'zipware[s3]'"
+        ) from exc
+    if progress is not None:
+        progress.start()
+    try:
+        written = upload(archive, dest, progress=progress.update if progress else None)
+    except BaseException as exc:
+        if progress is not None:
+            progress.abort()
+        after = f"the multipart upload was aborted, {dest} was not written"
+        if isinstance(exc, SourceError):
+            raise CLIError(f"{_explain_entry(exc)}; {after}", EXIT_FAILED) from exc
+        if isinstance(exc, UploadError):
+            raise CLIError(f"{exc}; {after}", EXIT_FAILED) from exc
+        raise
+    if progress is not None:
+        progress.finish()
+    return written
+
+
+def _check_object_dest(dest: str) -> None:
+    from .sources import split_uri
+
+    try:
+        key = split_uri(dest)[2]
+    except ValueError as exc:
+        raise CLIError(f"-o: {exc}") from exc
+    if not key or key.endswith("/"):
+        raise CLIError(f"-o {dest}: give the object's key, such as s3://bucket/exports/out.zip")
+
+
 def _run_build(args: argparse.Namespace) -> int:
     dest: str = args.output
-    _check_dest(dest)
+    to_object = _is_object_uri(dest)
+    if to_object:
+        _check_object_dest(dest)
+    else:
+        _check_dest(dest)
     policy = _policy(args)
     with _http_client(policy) as client:
         try:
             archive = _prepare(args, policy, client).archive
         except ManifestError as exc:
             raise _invalid(args, exc) from exc
-        written = _write_or_explain(
-            archive, dest, _progress_for(args, archive.size), _explain_entry
-        )
+        progress = _progress_for(args, archive.size)
+        if to_object:
+            written = _upload_or_explain(archive, dest, progress)
+        else:
+            written = _write_or_explain(archive, dest, progress, _explain_entry)
     if not args.quiet:
         where = "standard output" if dest == "-" else dest
         _say(f"wrote {where}: {_count(len(archive.plan), 'entry', 'entries')}, {written:,} bytes")

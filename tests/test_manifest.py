@@ -1,9 +1,6 @@
 """Manifest v1: decoding, encoding, the safety policy and prepare.
 
-Tests marked ``xfail(strict=True)`` pin bugs found in modules this file does not own
-(``zipware/manifest.py``, ``policy.py``, ``prepare.py``, ``plan.py``): each reason names the
-line at fault. When a bug is fixed its test passes, strict xfail turns that into a failure,
-and the marker comes off.
+The tests at the end pin bugs found and fixed in the manifest, policy and prepare modules.
 """
 
 from __future__ import annotations
@@ -372,7 +369,7 @@ def test_no_mtime_anywhere_is_the_dos_epoch() -> None:
         ({"name": "a", "text": "x", "size": -1}, "$.entries[0].size", ">= 0"),
         ({"name": "a", "text": "x", "storage": "deflate"}, "$.entries[0].storage", "enum"),
         ({"name": "a", "text": "x", "colour": "red"}, "$.entries[0]", "unknown field `colour`"),
-        ({"name": "a", "archive": {}}, "$.entries[0]", "unknown field `archive`"),
+        ({"name": "a", "archive": {}}, "$.entries[0]", "`archive` is reserved"),
         ({"name": "", "text": "x"}, "$.entries[0].name", "length >= 1"),
         ({"name": "a", "path": ""}, "$.entries[0].path", "length >= 1"),
         (
@@ -961,7 +958,7 @@ def test_precompressed_file(tmp_path: Path) -> None:
     assert read_back(download) == {"p.txt": plain}
 
 
-# -- bugs found (strict xfail: they pass once fixed) ----------------------------------------
+# -- bugs found and fixed ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mtime", [1e300, -1e300, 2**62, -(2**62)])
@@ -974,12 +971,6 @@ def test_out_of_range_mtime_is_a_manifest_error(mtime: float) -> None:
     assert "out of range" in problem.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="manifest.py: Size and compressed_size have no upper bound; plan.py stores them "
-    "in array('q') and prepare() raises OverflowError instead of ManifestError",
-)
 @pytest.mark.parametrize(
     "entry",
     [
@@ -1000,13 +991,6 @@ def test_huge_numbers_are_manifest_errors(entry: dict[str, Any]) -> None:
         prepare(body(entry), Policy(allow_urls=("http://127.0.0.1:9/",)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OSError,
-    reason="plan.py _MTIME_LIMIT = 2**62 admits mtimes that time.gmtime() cannot convert "
-    "(above 67768036191676799 s on Linux): prepare succeeds, then _dos_datetime raises "
-    "OSError (EOVERFLOW) while the local header is streamed",
-)
 def test_far_future_mtime_is_refused_or_streams() -> None:
     try:
         download = prepare(body({"name": "a", "text": "x", "mtime": 10**18}))
@@ -1015,12 +999,6 @@ def test_far_future_mtime_is_refused_or_streams() -> None:
     b"".join(download.archive)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="manifest.py decode_partial: msgspec raises UnicodeDecodeError (not a "
-    "DecodeError) for invalid UTF-8 inside a string; it escapes prepare()",
-)
 @pytest.mark.parametrize(
     "raw",
     [
@@ -1033,12 +1011,6 @@ def test_invalid_utf8_is_a_manifest_error(raw: bytes) -> None:
         prepare(raw)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="manifest.py Entry.__post_init__: 'size does not match the length of data' also "
-    "fires for precompressed entries, where size is the *uncompressed* size and data is the "
-    "DEFLATE stream, so a precompressed data entry can never be declared",
-)
 def test_precompressed_data_entry() -> None:
     plain = b"hello hello hello hello\n"
     packer = zlib.compressobj(9, zlib.DEFLATED, -15)
@@ -1054,13 +1026,6 @@ def test_precompressed_data_entry() -> None:
     assert read_back(prepare(body(entry))) == {"p.txt": plain}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SourceError,
-    reason="prepare.py _add: for precompressed text/data, compressed_size is not compared "
-    "with the inline content's length (it is for path entries), so the mismatch only "
-    "shows while streaming (SourceSizeError)",
-)
 def test_precompressed_inline_compressed_size_is_checked() -> None:
     packer = zlib.compressobj(9, zlib.DEFLATED, -15)
     packed = packer.compress(b"x" * 16) + packer.flush()
@@ -1076,17 +1041,13 @@ def test_precompressed_inline_compressed_size_is_checked() -> None:
     try:
         download = prepare(body(entry))
     except ManifestError as exc:
-        assert exc.problems[0].path == "$.entries[0].compressed_size"
+        assert str(exc.problems[0]) == (
+            "$.entries[0]: compressed_size does not match the length of the content"
+        )
         return
     b"".join(download.archive)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="prepare.py _Preparer.resolved: the problem is f'size unknown: {result}', and "
-    "httpx/h11 put the offending header value in their message: a secret from `headers` "
-    "is echoed in the error (the schema promises it never is)",
-)
 def test_header_values_are_never_echoed(origin: str, url_policy: Policy) -> None:
     raw = body(
         {"name": "a", "url": origin + "/files/a.txt", "headers": {"Authorization": "s3cret\n"}}
@@ -1096,32 +1057,12 @@ def test_header_values_are_never_echoed(origin: str, url_policy: Policy) -> None
     assert "s3cret" not in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="policy.py accepts head_concurrency=0; aprepare's anyio.Semaphore(0) then waits "
-    "forever (prepare clamps to 1, aprepare does not)",
-)
 def test_head_concurrency_zero(origin: str) -> None:
-    policy = Policy(allow_urls=(origin + "/",), head_concurrency=0)
-    raw = body({"name": "a", "url": origin + "/files/a.txt"})
-
-    async def main() -> None:
-        with anyio.fail_after(3):
-            await aprepare(raw, policy)
-
-    try:
-        anyio.run(main)
-    except ValueError:
-        return  # refusing the policy is a fix too
+    # refused up front: an anyio.Semaphore(0) would make aprepare wait forever
+    with pytest.raises(ValueError, match="head_concurrency"):
+        Policy(allow_urls=(origin + "/",), head_concurrency=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="manifest.py decode_partial: the head is decoded in one msgspec call, which stops "
-    "at the first problem: two bad top-level fields (and any entry problems) are not "
-    "reported together",
-)
 def test_top_level_problems_all_at_once() -> None:
     raw = b'{"version":1,"filename":5,"comment":7,"entries":[{"name":"/x","text":"x"}]}'
     with pytest.raises(ManifestError) as caught:
@@ -1133,22 +1074,12 @@ def test_top_level_problems_all_at_once() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="manifest.py: a newer manifest with a new field before 'version' is reported as "
-    "'unknown field', not as an unsupported version; version is not checked first",
-)
 def test_a_future_version_is_reported_as_such() -> None:
     with pytest.raises(ManifestError) as caught:
         decode(b'{"entries":[],"future_field":1,"version":2}')
     assert caught.value.problems[0].path == "$.version"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan.py Plan.__init__: member problems raise before the comment is checked, "
-    "so an over-long comment is only reported once every entry is fixed",
-)
 def test_comment_problem_reported_with_entry_problems() -> None:
     with pytest.raises(ManifestError) as caught:
         prepare(body({"name": "/x", "text": "x"}, comment="c" * 70_000))

@@ -71,10 +71,14 @@ Name = Annotated[
         examples=["photos/beach.jpg", "empty-folder/"],
     ),
 ]
+# 2**62: far beyond any file, and inside the 64-bit fields of the format and the plan
+MAX_SIZE = 2**62
+
 Size = Annotated[
     int,
     msgspec.Meta(
         ge=0,
+        le=MAX_SIZE,
         description=(
             "Uncompressed size in bytes. Optional: found by a HEAD for `url` entries, from "
             "the object's metadata for `uri` entries (and then checked against it)."
@@ -89,7 +93,7 @@ Crc32 = Annotated[
             "CRC-32 of the uncompressed bytes: 8 hex digits or an integer. When every member's "
             "CRC is known, the archive supports HTTP Range requests and streaming readers."
         ),
-        examples=["9be3e0a3", 2615404707],
+        examples=["9be3e0a3", 2615402659],
     ),
 ]
 Mtime = Annotated[
@@ -121,7 +125,8 @@ StorageName = Annotated[
 
 
 class Entry(_Base, kw_only=True):
-    """One member of the archive and where its bytes come from (at most one source)."""
+    """One member of the archive and where its bytes come from (exactly one source, or none
+    for a directory)."""
 
     name: Name
     path: (
@@ -175,7 +180,9 @@ class Entry(_Base, kw_only=True):
     compressed_size: (
         Annotated[
             int,
-            msgspec.Meta(ge=2, description="Bytes of the raw DEFLATE stream (precompressed)."),
+            msgspec.Meta(
+                ge=2, le=MAX_SIZE, description="Bytes of the raw DEFLATE stream (precompressed)."
+            ),
         ]
         | None
     ) = None
@@ -214,8 +221,21 @@ class Entry(_Base, kw_only=True):
             raise ValueError("compressed_size applies to precompressed entries only")
         if self.text is not None and self.size is not None and self.size != len(self.text.encode()):
             raise ValueError("size does not match the UTF-8 length of text")
-        if self.data is not None and self.size is not None and self.size != len(self.data):
+        if (
+            self.data is not None
+            and self.size is not None
+            and self.storage != "precompressed"  # there, size is the inflated size
+            and self.size != len(self.data)
+        ):
             raise ValueError("size does not match the length of data")
+        if (
+            self.storage == "precompressed"
+            and self.compressed_size is not None
+            and (self.data is not None or self.text is not None)
+        ):
+            content = self.data if self.data is not None else (self.text or "").encode()
+            if len(content) != self.compressed_size:
+                raise ValueError("compressed_size does not match the length of the content")
 
     @property
     def crc(self) -> int | None:
@@ -274,10 +294,6 @@ class Manifest(_Head, kw_only=True):
     entries: list[Entry]
 
 
-class _RawManifest(_Head, kw_only=True):
-    entries: list[msgspec.Raw]
-
-
 class Problem(msgspec.Struct, frozen=True):
     """One thing wrong with a manifest: where (a JSON path) and what."""
 
@@ -310,9 +326,24 @@ def _problem(exc: msgspec.MsgspecError, prefix: str) -> Problem:
     return Problem(prefix + m.group(1), message[: m.start()])
 
 
-_head_decoder = msgspec.json.Decoder(_RawManifest)
 _entry_decoder = msgspec.json.Decoder(Entry)
 _encoder = msgspec.json.Encoder()
+
+
+_manifest_decoder = msgspec.json.Decoder(Manifest)
+_top_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_entries_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+_HEAD_FIELDS = {f.encode_name: f.type for f in msgspec.structs.fields(_Head)}
+
+
+def _entry_problem(exc: Exception, i: int) -> Problem:
+    if isinstance(exc, UnicodeDecodeError):
+        return Problem(f"$.entries[{i}]", "not valid UTF-8")
+    problem = _problem(exc, f"$.entries[{i}]")  # type: ignore[arg-type]
+    for reserved in RESERVED_SOURCE_FIELDS:
+        if problem.message == f"Object contains unknown field `{reserved}`":
+            return Problem(problem.path, f"`{reserved}` is reserved for a later version")
+    return problem
 
 
 def decode_partial(
@@ -321,34 +352,71 @@ def decode_partial(
     """Decode what can be decoded: the head, each entry or None, and the problems found.
 
     Raises :class:`ManifestError` only when the manifest's structure itself is unusable
-    (not JSON, wrong version, too many entries); a bad entry is reported and skipped, so
-    the caller can go on checking the others.
+    (not JSON, no or another version, no entry list, too many entries); a bad field or
+    entry is reported and skipped, so the caller can go on checking the others.
     """
     try:
-        head = _head_decoder.decode(body)
+        # the common case, a valid manifest, in one call
+        manifest = _manifest_decoder.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        pass
+    else:
+        if max_entries is None or len(manifest.entries) <= max_entries:
+            head = _Head(
+                version=manifest.version,
+                filename=manifest.filename,
+                comment=manifest.comment,
+                mtime=manifest.mtime,
+            )
+            return head, list(manifest.entries), []
+    # Otherwise field by field, so that every problem is found: version first (it says how
+    # to read the rest), then the other top-level fields, then each entry on its own.
+    try:
+        top = _top_decoder.decode(body)
+    except UnicodeDecodeError:
+        raise ManifestError([Problem("$", "not valid UTF-8")]) from None
+    except msgspec.ValidationError as exc:
+        raise ManifestError([_problem(exc, "$")]) from None
     except msgspec.DecodeError as exc:
-        if isinstance(exc, msgspec.ValidationError):
-            raise ManifestError([_problem(exc, "$")]) from None
         raise ManifestError([Problem("$", f"not valid JSON: {exc}")]) from None
-    if max_entries is not None and len(head.entries) > max_entries:
+    if "version" not in top:
+        raise ManifestError([Problem("$", "Object missing required field `version`")])
+    problems: list[Problem] = []
+    values: dict[str, Any] = {}
+    for name, raw in top.items():
+        kind = _HEAD_FIELDS.get(name)
+        if name == "entries":
+            continue
+        if kind is None:
+            problems.append(Problem("$", f"Object contains unknown field `{name}`"))
+            continue
+        try:
+            values[name] = msgspec.json.decode(raw, type=kind)
+        except UnicodeDecodeError:
+            problems.append(Problem(f"$.{name}", "not valid UTF-8"))
+        except msgspec.ValidationError as exc:
+            if name == "version":
+                raise ManifestError([_problem(exc, "$.version")]) from None
+            problems.append(_problem(exc, f"$.{name}"))
+    if "entries" not in top:
+        raise ManifestError([*problems, Problem("$", "Object missing required field `entries`")])
+    try:
+        raws = _entries_decoder.decode(top["entries"])
+    except msgspec.ValidationError as exc:
+        raise ManifestError([*problems, _problem(exc, "$.entries")]) from None
+    if max_entries is not None and len(raws) > max_entries:
         raise ManifestError(
-            [
-                Problem(
-                    "$.entries",
-                    f"{len(head.entries)} entries, more than the limit of {max_entries}",
-                )
-            ]
+            [Problem("$.entries", f"{len(raws)} entries, more than the limit of {max_entries}")]
         )
     entries: list[Entry | None] = []
-    problems: list[Problem] = []
     decode_entry = _entry_decoder.decode
-    for i, raw in enumerate(head.entries):
+    for i, raw in enumerate(raws):
         try:
             entries.append(decode_entry(raw))
-        except msgspec.ValidationError as exc:
-            problems.append(_problem(exc, f"$.entries[{i}]"))
+        except (msgspec.ValidationError, UnicodeDecodeError) as exc:
+            problems.append(_entry_problem(exc, i))
             entries.append(None)
-    return head, entries, problems
+    return _Head(**values), entries, problems
 
 
 def decode(body: bytes | str, *, max_entries: int | None = None) -> Manifest:

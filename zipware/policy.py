@@ -130,6 +130,11 @@ class Policy:
     _uri_prefixes: tuple[_URIPrefix, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        for name in ("max_entries", "max_manifest_bytes", "max_name_bytes", "head_concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_redirects < 0 or self.url_timeout <= 0:
+            raise ValueError("max_redirects must be >= 0 and url_timeout > 0")
         # frozen: normalise through object.__setattr__ once, at construction
         object.__setattr__(self, "roots", _real_roots(self.roots))
         object.__setattr__(self, "allow_urls", tuple(self.allow_urls))
@@ -218,7 +223,8 @@ class Policy:
         # a server normalises these, which would step out of an allowed prefix
         if "%2e" in lowered or "%2f" in lowered or "%5c" in lowered or "\\" in path:
             raise PolicyError(f"URL {redact_url(url)} has an encoded dot, slash or backslash")
-        segments = path.split("/")
+        # ";params" too: some servers (Tomcat) read "..;x" as ".."
+        segments = [segment.partition(";")[0] for segment in path.split("/")]
         if ".." in segments or "." in segments:
             raise PolicyError(f"URL {redact_url(url)} has a '.' or '..' segment")
         port = port or _DEFAULT_PORTS[scheme]

@@ -269,11 +269,20 @@ class _Preparer:
             None if result.etag else result.mtime,
         )
 
+    def _scrubbed(self, i: int, exc: BaseException) -> str:
+        """An error's text, unless it repeats a request header value (secrets live there)."""
+        text = str(exc)
+        entry = self.entries[i]
+        secrets = entry.headers.values() if entry is not None and entry.headers else ()
+        if any(v and v.strip() and v.strip() in text for v in secrets):
+            return f"{type(exc).__name__} (its message holds a request header, not shown)"
+        return text
+
     def resolved(self, k: int, result: tuple[int, float | None] | BaseException) -> None:
         """Record the outcome of member ``k``'s HEAD request."""
         i = self.index[k]
         if isinstance(result, BaseException):
-            self._fail(i, "url", f"size unknown: {result}")
+            self._fail(i, "url", f"size unknown: {self._scrubbed(i, result)}")
             return
         size, mtime = result
         member = self.members[k]
@@ -289,7 +298,7 @@ class _Preparer:
             plan = Plan(self.members, comment=self.head.comment or b"")
         except InvalidMemberError as exc:
             for k, _, message in exc.problems:
-                where = "$.comment" if k < 0 else f"$.entries[{self.index[k]}].name"
+                where = "$.comment" if k < 0 else f"$.entries[{self.index[k]}].{_field(message)}"
                 self.problems.append(Problem(where, message))
         limit = self.policy.max_archive_bytes
         if plan is not None and limit is not None and plan.size > limit:
@@ -324,6 +333,16 @@ class _Preparer:
             digest.update(part)
         digest.update(msgspec.msgpack.encode(self.identity))
         return digest.hexdigest()
+
+
+def _field(message: str) -> str:
+    """The entry field a plan problem is about, from its message (the plan says it first)."""
+    for name in ("mtime", "size", "crc32", "compressed_size", "storage"):
+        if message.startswith(name):
+            return name
+    if message.startswith("a directory has no size"):
+        return "size"
+    return "name"
 
 
 def _problem_order(p: Problem) -> tuple[int, str]:

@@ -203,6 +203,8 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "<unparseable URL>"
     host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address keeps its brackets
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 
 from .errors import SourceError
-from .http import CONDITIONAL_REQUEST_HEADERS, Core, CRCCache, Reply, conditionals_in, decide
+from .http import CONDITIONAL_REQUEST_HEADERS, Core, Reply, Settings, conditionals_in, decide
 from .manifest import ManifestError
 from .policy import Policy
 from .prepare import Download, aprepare
@@ -45,7 +45,7 @@ BUFFERED_CHUNKS = 4  # read-ahead between the sources and the socket, in chunks 
 LOOKAHEAD = 1  # members whose sources are opened while the one before them streams
 
 
-class ZipMiddleware:
+class ZipMiddleware(Settings):
     """Turn the wrapped app's manifest responses into streamed ZIP downloads.
 
     Takes the options of :class:`zipware.http.Core` (as :class:`zipware.wsgi.ZipMiddleware`
@@ -58,16 +58,6 @@ class ZipMiddleware:
     def __init__(self, app: ASGIApp, /, policy: Policy | None = None, **options: Any) -> None:
         self.app = app
         self.core = Core(policy, **options)
-
-    @property
-    def policy(self) -> Policy:
-        """The safety policy manifests are checked against."""
-        return self.core.policy
-
-    @property
-    def crc_cache(self) -> CRCCache | None:
-        """The CRC cache shared by this middleware's requests, if any."""
-        return self.core.crc_cache
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -196,6 +196,22 @@ def error_reply(message: str, status: int = 500) -> Reply:
     )
 
 
+class Settings:
+    """What both middlewares expose of their :class:`Core`: the policy and the CRC cache."""
+
+    core: Core
+
+    @property
+    def policy(self) -> Policy:
+        """The safety policy manifests are checked against."""
+        return self.core.policy
+
+    @property
+    def crc_cache(self) -> CRCCache | None:
+        """The CRC cache shared by this middleware's requests, if any."""
+        return self.core.crc_cache
+
+
 def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
     """Undo a gzip or deflate Content-Encoding, refusing output over ``limit`` bytes."""
     if encoding in ("gzip", "x-gzip"):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.wsgi import ClosingIterator
 
 from .errors import SourceError
-from .http import CONDITIONAL_REQUEST_HEADERS, Core, CRCCache, Reply, decide
+from .http import CONDITIONAL_REQUEST_HEADERS, Core, Reply, Settings, decide
 from .manifest import ManifestError
 from .policy import Policy
 from .prepare import Download, prepare
@@ -79,7 +79,7 @@ def _close(app_iter: Iterable[bytes]) -> None:
             logger.exception("zipware: closing the application's response failed")
 
 
-class ZipMiddleware:
+class ZipMiddleware(Settings):
     """Turn the wrapped app's manifest responses into streamed ZIP downloads.
 
     Takes the options of :class:`zipware.http.Core`: a ``policy`` or the
@@ -92,16 +92,6 @@ class ZipMiddleware:
     ) -> None:
         self.app = app
         self.core = Core(policy, **options)
-
-    @property
-    def policy(self) -> Policy:
-        """The safety policy manifests are checked against."""
-        return self.core.policy
-
-    @property
-    def crc_cache(self) -> CRCCache | None:
-        """The CRC cache shared by this middleware's requests, if any."""
-        return self.core.crc_cache
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         core = self.core

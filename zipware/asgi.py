@@ -238,7 +238,10 @@ class _Responder:
 
         async def produce() -> None:
             async with sender:
-                await download.archive.astream(sender.send, start, end, lookahead=LOOKAHEAD)
+                # read-ahead of the next member hides a network round trip; for local files
+                # it would only cost memory (a chunk buffer per download)
+                lookahead = LOOKAHEAD if download.remote else 0
+                await download.archive.astream(sender.send, start, end, lookahead=lookahead)
 
         async def watch(scope: anyio.CancelScope) -> None:
             nonlocal disconnected

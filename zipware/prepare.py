@@ -72,6 +72,7 @@ class Download:
     fingerprint: str
     last_modified: float | None
     file_keys: dict[int, tuple[object, ...]] = field(default_factory=dict)
+    remote: bool = False
 
     @property
     def size(self) -> int:
@@ -104,6 +105,7 @@ class _Preparer:
         self.filesystems: dict[str, Any] = {}  # one fsspec filesystem per protocol
         self.dir_cache: dict[str, tuple[str, bool]] = {}
         self.name_limit = policy.max_name_bytes < 65_535  # else the plan checks names
+        self.remote = False
         self.client = client
         self.async_client = async_client
         default = head.mtime
@@ -192,6 +194,7 @@ class _Preparer:
                 # the query often holds a signature that changes on every request; the
                 # declared size and CRC pin the content
                 ident = ("url", redact_url(e.url))
+                self.remote = True
                 if size is None:
                     self.pending.append((len(self.members), url_source))
         elif e.uri is not None:
@@ -208,6 +211,7 @@ class _Preparer:
                     object_source = FSSpecSource(e.uri, fs, policy.storage_options)
                     source = object_source
                     ident = ("uri", redact_uri(e.uri))  # completed by the metadata
+                    self.remote = True
                     self.objects.append((len(self.members), object_source))
         elif e.text is not None or e.data is not None:
             content = e.text.encode() if e.text is not None else e.data
@@ -350,6 +354,7 @@ class _Preparer:
             fingerprint=self._fingerprint(plan),
             last_modified=max(mtimes) if mtimes else None,
             file_keys=keys,
+            remote=self.remote,
         )
 
     def _fingerprint(self, plan: Plan) -> str:

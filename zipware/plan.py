@@ -20,19 +20,28 @@ Layout (see APPNOTE.TXT 6.3.10 and the project's reader-compatibility notes):
 
 ZIP64 appears only where a field overflows (``>=`` 0xFFFFFFFF / 0xFFFF), with the zip64 extra
 first among the extras. Memory is a few columns of machine integers per member (no per-member
-Python object is kept but the name and the source), about 120 bytes per member.
+Python object is kept but the name and the source), under 100 bytes per member; the offsets
+of the local and central headers are only computed (8 bytes each) for byte ranges.
+
+Planning takes one of two paths with the same result. A list or tuple of members is planned
+a column at a time (:meth:`Plan._plan_columns`: whole-column checks and arithmetic that run
+in C, about 4x faster); anything unusual there, and any other iterable, goes through the
+single pass over the members (:meth:`Plan._plan_loop`), which holds every check and message.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import struct
 import time
 from array import array
-from bisect import bisect_right
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import accumulate, chain, islice, repeat
+from operator import add, or_, sub
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import msgspec
 
@@ -104,6 +113,7 @@ _F_XTIME = 32  # carries a 0x5455 extra
 _F_LOCAL64 = 64  # the member's own sizes overflow: zip64 extra in local and central
 _F_OFFSET64 = 128  # the local header's offset overflows: offset in the central zip64 extra
 _F_PAD = 256  # framed data starts with an empty stored block (see PAD_BLOCK)
+_F_LIMIT = 512  # every combination of the flags above is smaller
 
 # An empty, non-final stored deflate block. JDK 17's ZipInputStream reads 8-byte descriptor
 # sizes only when a size is *over* 0xFFFFFFFF, while libarchive reads them whenever the
@@ -117,6 +127,7 @@ _S_IFMT = 0o170000
 _S_IFREG = 0o100000
 _S_IFDIR = 0o040000
 
+_NONE = type(None)
 _DOS_EPOCH = (0x21, 0x0000)  # 1980-01-01 00:00:00 as (date, time)
 # years 1 to 9999: what time.gmtime() accepts everywhere (and far past what ZIP can show)
 _MTIME_MIN = -62_135_596_800
@@ -178,7 +189,7 @@ class Piece(NamedTuple):
 
 _KIND_AUTO, _KIND_STORE, _KIND_FRAMED, _KIND_PRECOMPRESSED = range(4)
 # keyed by the plain strings too: Storage is a str enum, so both spellings hash alike
-_STORAGE_KIND = {
+_STORAGE_KIND: dict[str, int] = {
     Storage.AUTO: _KIND_AUTO,
     Storage.STORE: _KIND_STORE,
     Storage.DEFLATE_STORED: _KIND_FRAMED,
@@ -192,6 +203,51 @@ def deflate_stored_size(size: int) -> int:
     return size + BLOCK_OVERHEAD * blocks
 
 
+def _version_needed(f: int) -> int:
+    if f & (_F_LOCAL64 | _F_OFFSET64):
+        return 45
+    return 20 if f & (_F_DEFLATE | _F_DIR) else 10
+
+
+def _local_header_fixed(f: int) -> int:
+    """Bytes of a local header but the name: fixed part, zip64 and time extras."""
+    return 30 + (20 if f & _F_LOCAL64 else 0) + (9 if f & _F_XTIME else 0)
+
+
+def _descriptor_size(f: int) -> int:
+    if not f & _F_DESC:
+        return 0
+    return 24 if f & _F_LOCAL64 else 16
+
+
+def _central_header_fixed(f: int) -> int:
+    """Bytes of a central header but the name: fixed part, zip64 and time extras."""
+    size = 46 + (9 if f & _F_XTIME else 0)
+    if f & _F_OFFSET64:
+        return size + 28
+    return size + 20 if f & _F_LOCAL64 else size
+
+
+# What depends only on a member's flags, for every combination of them: the hot paths (a
+# list planned by columns, headers written by the hundred thousand) index these tables
+# instead of testing bits one member at a time.
+_FLAGS = range(_F_LIMIT)
+_LOCAL_FIXED = tuple(map(_local_header_fixed, _FLAGS))
+# a member's span but its name and data: local header, extras and descriptor
+_SPAN_FIXED = tuple(_local_header_fixed(f) + _descriptor_size(f) for f in _FLAGS)
+_CENTRAL_FIXED = tuple(map(_central_header_fixed, _FLAGS))
+# (version needed, general purpose flags, method), as both headers write them
+_HEADER_FIELDS = tuple(
+    (
+        _version_needed(f),
+        (_FLAG_DESCRIPTOR if f & _F_DESC else 0) | (_FLAG_UTF8 if f & _F_UTF8 else 0),
+        8 if f & _F_DEFLATE else 0,
+    )
+    for f in _FLAGS
+)
+
+
+@functools.lru_cache(maxsize=1024)  # bounded: members often share an mtime, not always
 def _dos_datetime(mtime: int) -> tuple[int, int]:
     # DOS fields are local time by tradition; zipware writes UTC so the bytes do not depend
     # on the server's time zone (the 0x5455 extra carries the exact UTC time anyway).
@@ -246,6 +302,74 @@ def _member_problem(m: Member) -> str:
     if crc is not None and (type(crc) is not int or not 0 <= crc <= MAX32):
         return f"crc32 must be an integer in [0, 2**32), not {crc!r}"
     return f"unknown storage {m.storage!r} (one of: {', '.join(s.value for s in Storage)})"
+
+
+def _suspect_name(name: str) -> bool:
+    """The loop's quick test: only names it flags can have a problem (see _name_problem)."""
+    return (
+        "\\" in name
+        or "\x00" in name
+        or "//" in name
+        or "/." in name
+        or name[0] in "./"
+        or name[1:2] == ":"
+    )
+
+
+def _data_flags(is_dir: bool, size: int, crc: int | None, kind: int, source: Source | None) -> int:
+    """How a member's data is stored (the loop's rules), or -1 where the loop refuses it."""
+    if is_dir:
+        return _F_DIR if not (size or crc or source is not None) else -1
+    if size == 0:
+        return -1 if crc else 0  # empty: stored, CRC 0, no descriptor
+    if source is None:
+        return -1
+    if crc is not None:
+        return 0
+    return _F_DEFLATE | _F_FRAMED | _F_DESC if kind == _KIND_AUTO else _F_DESC
+
+
+def _fill(typecode: str, values: Iterable[int]) -> array[int]:
+    """An array of ``values``, filled a slice at a time.
+
+    ``array(code, iterator)`` costs about twice as much per item as filling from lists, and
+    one list of every value would cost ~40 bytes per member at the peak (an int object and
+    a pointer each): slices of 4096 keep both low.
+    """
+    out = array(typecode)
+    it = iter(values)
+    while chunk := list(islice(it, 4096)):
+        out.fromlist(chunk)
+    return out
+
+
+def _per_member(column: int | list[int], n: int) -> list[int]:
+    """A flags column as a list, one value per member."""
+    return [column] * n if isinstance(column, int) else column
+
+
+def _or_columns(a: int | list[int], b: int | list[int]) -> int | list[int]:
+    """Bitwise or of two flag columns, each a list or one value shared by every member."""
+    if isinstance(a, int):
+        return a | b if isinstance(b, int) else list(map(a.__or__, b))
+    return list(map(b.__or__, a)) if isinstance(b, int) else list(map(or_, a, b))
+
+
+def _column_sum(table: tuple[int, ...], flags: array[int]) -> int:
+    """The sum of ``table[f]`` over a flags column: one count per distinct value."""
+    first = flags[0]
+    if flags.count(first) == len(flags):  # the usual list: one value for every member
+        return table[first] * len(flags)
+    return sum(table[f] * flags.count(f) for f in set(flags))
+
+
+def _full_mode(mode: int | None, is_dir: bool) -> int:
+    """The Unix mode written: a default, or the permission bits with the file type added."""
+    if mode is None:
+        return _DEFAULT_DIR_MODE if is_dir else _DEFAULT_FILE_MODE
+    if not mode & _S_IFMT:
+        mode |= _S_IFDIR if is_dir else _S_IFREG
+    return mode & 0xFFFFFFFF
 
 
 def _name_problem(name: str) -> str | None:
@@ -304,6 +428,31 @@ class Plan:
         comment: str | bytes = b"",
         default_mtime: float | None = None,
     ) -> None:
+        default_mt = -1 if default_mtime is None else int(default_mtime)
+        problems: list[tuple[int, str, str]] = []
+        # A list or tuple is already held by the caller: planning it a column at a time runs
+        # in C and costs a few temporary pointers per member next to the caller's objects. A
+        # generator keeps the single pass, so no member outlives its turn but as columns.
+        if not (isinstance(members, (list, tuple)) and self._plan_columns(members, default_mt)):
+            problems = self._plan_loop(members, default_mt)
+        bcomment = comment.encode("utf-8") if isinstance(comment, str) else bytes(comment)
+        if len(bcomment) > MAX16:
+            problems.append((-1, "", f"archive comment is over {MAX16} bytes"))
+        if problems:
+            raise InvalidMemberError(problems)
+
+        self._cd_offsets: array[int] | None = None  # made on the first range into the directory
+        self.comment = bcomment
+        cd_size = self.cd_end - self.cd_start
+        self.zip64_end = len(self._name_ends) >= MAX16 or self.cd_start >= MAX32 or cd_size >= MAX32
+        self.size = self.cd_end + (56 + 20 if self.zip64_end else 0) + 22 + len(bcomment)
+
+    def _plan_loop(self, members: Iterable[Member], default_mt: int) -> list[tuple[int, str, str]]:
+        """Plan members one at a time, with every check; return the problems found.
+
+        The reference path: any iterable, every error message. The columns are stored even
+        when there are problems (the caller raises then).
+        """
         # names live in one buffer with their end offsets: a bytes object per name would
         # cost ~40 bytes of header each, the budget of a whole member
         names = bytearray()
@@ -315,7 +464,6 @@ class Plan:
         mtimes = array("q")  # -1: none
         modes = array("I")
         flags = array("H")
-        offsets = array("q")
         # Duplicates: a set of names would cost ~70 bytes a member at the peak. Instead each
         # name's hash sets one bit in a table of 32 bits per member (grown as members come);
         # a bit already set makes the hash a suspect, confirmed against the names after the
@@ -328,14 +476,8 @@ class Plan:
         # bound methods: this loop runs once per member and dominates planning time
         add_name_end, add_source = name_ends.append, sources.append
         add_size, add_csize, add_crc = sizes.append, csizes.append, crcs.append
-        add_mtime, add_mode, add_flags, add_offset = (
-            mtimes.append,
-            modes.append,
-            flags.append,
-            offsets.append,
-        )
-        kinds: dict[str, int] = _STORAGE_KIND  # type: ignore[assignment]
-        default_mt = -1 if default_mtime is None else int(default_mtime)
+        add_mtime, add_mode, add_flags = mtimes.append, modes.append, flags.append
+        kinds = _STORAGE_KIND
         offset = 0
         cd_size = 0
 
@@ -468,7 +610,6 @@ class Plan:
             add_mtime(mt)
             add_mode(mode & 0xFFFFFFFF)
             add_flags(f)
-            add_offset(offset)
 
             xt = 9 if f & _F_XTIME else 0
             offset += 30 + nlen + xt + csize
@@ -486,11 +627,6 @@ class Plan:
             problems.extend(_duplicates(names, name_ends, hashes, set(suspects), problems))
             problems.sort(key=lambda p: p[0])
         del hashes
-        bcomment = comment.encode("utf-8") if isinstance(comment, str) else bytes(comment)
-        if len(bcomment) > MAX16:
-            problems.append((-1, "", f"archive comment is over {MAX16} bytes"))
-        if problems:
-            raise InvalidMemberError(problems)
 
         self._names = names
         self._name_ends = name_ends
@@ -501,13 +637,202 @@ class Plan:
         self._mtimes = mtimes
         self._modes = modes
         self._flags = flags
-        self._offsets = offsets
-        self._cd_offsets: array[int] | None = None  # made on the first range into the directory
-        self.comment = bcomment
+        self._offsets: array[int] | None = None  # made when a range needs them
         self.cd_start = offset
         self.cd_end = offset + cd_size
-        self.zip64_end = len(name_ends) >= MAX16 or offset >= MAX32 or cd_size >= MAX32
-        self.size = self.cd_end + (56 + 20 if self.zip64_end else 0) + 22 + len(bcomment)
+        return problems
+
+    def _plan_columns(self, members: Sequence[Member], default_mt: int) -> bool:
+        """Plan a list of ordinary members a column at a time; False leaves it to the loop.
+
+        Each check of :meth:`_plan_loop` has a whole-column form here that runs in C (a
+        join, a set, ``min``/``max``, ``count``), and the layout arithmetic is done on whole
+        columns too (``map``, ``accumulate``). Whatever looks unusual (a name the quick test
+        flags and the exact one refuses, a duplicate, a type that is not exactly ``int`` or
+        ``str``, a storage other than auto/store, a directory with a size...) returns False
+        before anything is stored, and the loop plans the members again with its messages.
+        """
+        try:
+            return self._try_columns(members, default_mt)
+        except (AttributeError, TypeError, ValueError, OverflowError):
+            # an odd member (unhashable storage, NaN mtime, huge size, lone surrogate...):
+            # the loop reports it, or raises the same error it always raised
+            return False
+
+    def _try_columns(self, members: Sequence[Member], default_mt: int) -> bool:
+        n = len(members)
+        if not n:
+            return False
+
+        # -- names: each of the loop's checks as one test of the whole column
+        names = [m.name for m in members]
+        if set(map(type, names)) != {str} or not all(names):
+            return False
+        joined = "\x00".join(names)  # NUL cannot be in a valid name: a safe separator
+        if (
+            joined.count("\x00") != n - 1  # a name holds a NUL
+            or "\\" in joined
+            or "//" in joined
+            or "/." in joined
+            or "\x00." in joined
+            or "\x00/" in joined
+            or joined[0] in "./"
+            or ":" in joined
+        ) and any(_name_problem(name) for name in names if _suspect_name(name)):
+            return False  # (".bashrc" or "a/.git/x" are flagged, and fine)
+        if joined.isascii():
+            blob = bytearray(joined, "ascii").replace(b"\x00", b"")
+            nlens = list(map(len, names))
+            utf8: int | list[int] = 0
+        else:
+            encoded = [name.encode() for name in names]  # a lone surrogate raises
+            blob = bytearray().join(encoded)
+            nlens = list(map(len, encoded))
+            del encoded
+            # bit 11 where the UTF-8 bytes outnumber the characters
+            utf8 = [_F_UTF8 if b != c else 0 for b, c in zip(nlens, map(len, names), strict=True)]
+        if max(nlens) > MAX_NAME_BYTES:
+            return False
+        dirs = joined.count("/\x00") + (joined[-1] == "/")
+        del joined
+        is_dir = [name[-1] == "/" for name in names] if dirs else None
+        # a directory's key drops its "/": "a/" and "a" are the same entry
+        keys = (
+            [name[:-1] if d else name for name, d in zip(names, is_dir, strict=True)]
+            if is_dir
+            else names
+        )
+        if len(set(keys)) != n:
+            return False
+        del keys, names
+
+        # -- sizes, CRCs, sources, storage: exact types and ranges
+        size_list = [m.size for m in members]
+        if set(map(type, size_list)) != {int}:
+            return False  # bool, float, int subclasses: the loop's messages
+        sizes = array("q", size_list)  # past 2**63: OverflowError
+        del size_list
+        if min(sizes) < 0:
+            return False
+        crc_list = [m.crc32 for m in members]
+        crc_types = set(map(type, crc_list))
+        if not crc_types <= {int, _NONE}:
+            return False
+        if int in crc_types:
+            declared = (
+                [c for c in crc_list if c is not None]
+                if _NONE in crc_types
+                else cast("list[int]", crc_list)
+            )
+            if min(declared) < 0 or max(declared) > MAX32:
+                return False
+            del declared
+        sources = [m.source for m in members]
+        kinds = {_STORAGE_KIND.get(s, -1) for s in {m.storage for m in members}}
+        if not kinds <= {_KIND_AUTO, _KIND_STORE}:
+            return False
+        empty = sizes.count(0)
+        # flags: one value shared by every member (the usual list), or one per member
+        flags: int | list[int]
+        if dirs or empty or len(kinds) > 1 or len(crc_types) > 1 or not all(sources):
+            storages = map(_STORAGE_KIND.__getitem__, (m.storage for m in members))
+            no_dirs = repeat(False)
+            flags = list(map(_data_flags, is_dir or no_dirs, sizes, crc_list, storages, sources))
+            if -1 in flags:
+                return False
+            # size 0 (directories, empty files): CRC 0; declared CRCs as they are; -1 unknown
+            crcs = _fill(
+                "q",
+                (
+                    (0 if s == 0 else -1) if c is None else c
+                    for c, s in zip(crc_list, sizes, strict=True)
+                ),
+            )
+        else:  # files with sources, one storage, CRCs all declared or all unknown
+            flags = _data_flags(False, 1, crc_list[0], kinds.pop(), sources[0])
+            crcs = (
+                array("q", cast("list[int]", crc_list))
+                if int in crc_types
+                else array("q", [-1]) * n
+            )
+        del crc_list
+
+        # -- mtimes and modes
+        mtime_list = [m.mtime for m in members]
+        if mtime_list.count(None) == n:
+            mtimes = array("q", [default_mt]) * n
+            lo = hi = default_mt
+        else:
+            if not set(map(type, mtime_list)) <= {int, float, _NONE}:
+                return False
+            given = [int(t) for t in mtime_list if t is not None]  # NaN, inf raise
+            # strict: a fraction past a bound truncates to the bound, which the loop refuses
+            if not (min(given) > _MTIME_MIN and max(given) < _MTIME_MAX):
+                return False
+            del given
+            mtimes = _fill("q", (default_mt if t is None else int(t) for t in mtime_list))
+            lo, hi = min(mtimes), max(mtimes)
+        del mtime_list
+        xtime: int | list[int] = 0
+        if lo >= 0 and hi <= 0x7FFFFFFF:
+            xtime = _F_XTIME
+        elif hi >= 0 and lo <= 0x7FFFFFFF:  # some in the 0x5455 range, some not
+            xtime = [_F_XTIME if 0 <= mt <= 0x7FFFFFFF else 0 for mt in mtimes]
+        mode_list = [m.mode for m in members]
+        if mode_list.count(None) == n and not dirs:
+            modes = array("I", [_DEFAULT_FILE_MODE]) * n
+        else:
+            if not set(map(type, mode_list)) <= {int, _NONE}:
+                return False
+            modes = _fill("I", map(_full_mode, mode_list, is_dir or repeat(False)))
+        del mode_list
+
+        # -- layout: data sizes, flags, and the sums that place the directory
+        distinct = {flags} if isinstance(flags, int) else set(flags)
+        if not any(f & _F_FRAMED for f in distinct):
+            csizes = array("q", sizes)
+        elif isinstance(flags, int) and max(sizes) <= BLOCK_SIZE:  # no empties here: 1 block
+            csizes = _fill("q", map(add, sizes, repeat(BLOCK_OVERHEAD)))
+        else:
+            csizes = _fill(
+                "q",
+                (
+                    s + BLOCK_OVERHEAD * (-(-s // BLOCK_SIZE) or 1) if f & _F_FRAMED else s
+                    for s, f in zip(sizes, _per_member(flags, n), strict=True)
+                ),
+            )
+        if MAX32 in csizes:
+            return False  # a framed member may need PAD_BLOCK there: the loop decides
+        flags = _or_columns(_or_columns(flags, utf8), xtime)
+        del utf8, xtime
+        if max(csizes) > MAX32:  # the member's own sizes overflow (data >= size)
+            flags = [
+                f | _F_LOCAL64 if c > MAX32 else f
+                for f, c in zip(_per_member(flags, n), csizes, strict=True)
+            ]
+        flag_column = array("H", [flags]) * n if isinstance(flags, int) else array("H", flags)
+        del flags
+
+        self._names = blob
+        self._name_ends = _fill("q", accumulate(nlens))
+        self._sources = sources
+        self._sizes = sizes
+        self._csizes = csizes
+        self._crcs = crcs
+        self._mtimes = mtimes
+        self._modes = modes
+        self._flags = flag_column
+        self._offsets = None
+        names_size = len(blob)
+        self.cd_start = names_size + sum(csizes) + _column_sum(_SPAN_FIXED, flag_column)
+        if self.cd_start >= MAX32:
+            # the headers past 4 GiB are a tail of the members (offsets grow): from the
+            # first one on, the central header holds the offset in its zip64 extra
+            offsets = self._member_offsets()
+            for i in range(bisect_left(offsets, MAX32), n):
+                flag_column[i] |= _F_OFFSET64
+        self.cd_end = self.cd_start + names_size + _column_sum(_CENTRAL_FIXED, flag_column)
+        return True
 
     # -- metadata -------------------------------------------------------------------------
 
@@ -584,41 +909,59 @@ class Plan:
 
     # -- spans ----------------------------------------------------------------------------
 
+    def _name_len(self, i: int) -> int:
+        # from the end offsets: no slice of the name buffer, no bytes object
+        ends = self._name_ends
+        return ends[i] - ends[i - 1] if i else ends[0]
+
     def local_header_size(self, i: int) -> int:
         """Length of member ``i``'s local header."""
-        f = self._flags[i]
-        return 30 + len(self._name(i)) + (20 if f & _F_LOCAL64 else 0) + (9 if f & _F_XTIME else 0)
+        return _LOCAL_FIXED[self._flags[i]] + self._name_len(i)
+
+    def _member_offsets(self) -> array[int]:
+        # Where each local header starts. Only ranges need these: a plain stream walks with
+        # a running position, which keeps 8 bytes per member and the time to make them off
+        # the common path.
+        if self._offsets is None:
+            ends = self._name_ends
+            spans = map(
+                add,
+                map(add, map(sub, ends, chain((0,), ends)), self._csizes),  # name + data
+                map(_SPAN_FIXED.__getitem__, self._flags),  # header fields, extras, descriptor
+            )
+            offsets = _fill("q", accumulate(spans, initial=0))
+            offsets.pop()  # where the directory starts
+            self._offsets = offsets
+        return self._offsets
 
     def member_span(self, i: int) -> tuple[int, int]:
         """``[start, end)`` of member ``i``: local header, data and descriptor."""
-        start = self._offsets[i]
-        end = self._offsets[i + 1] if i + 1 < len(self._offsets) else self.cd_start
+        offsets = self._member_offsets()
+        start = offsets[i]
+        end = offsets[i + 1] if i + 1 < len(offsets) else self.cd_start
         return start, end
 
     def data_span(self, i: int) -> tuple[int, int]:
         """``[start, end)`` of member ``i``'s data in the archive."""
-        start = self._offsets[i] + self.local_header_size(i)
+        start = self._member_offsets()[i] + self.local_header_size(i)
         return start, start + self._csizes[i]
 
     def central_header_size(self, i: int) -> int:
         """Length of member ``i``'s central directory header."""
-        f = self._flags[i]
-        size = 46 + len(self._name(i)) + (9 if f & _F_XTIME else 0)
-        if f & _F_OFFSET64:
-            return size + 28
-        return size + 20 if f & _F_LOCAL64 else size
+        return _CENTRAL_FIXED[self._flags[i]] + self._name_len(i)
 
     def _central_offsets(self) -> array[int]:
         # Only ranges into the directory need these; a plain stream never builds them, which
         # keeps 8 bytes per member off the common path.
         if self._cd_offsets is None:
-            offsets = array("q")
-            add = offsets.append
-            size_of = self.central_header_size
-            pos = self.cd_start
-            for i in range(len(self._name_ends)):
-                add(pos)
-                pos += size_of(i)
+            ends = self._name_ends
+            sizes = map(
+                add,
+                map(sub, ends, chain((0,), ends)),  # name lengths
+                map(_CENTRAL_FIXED.__getitem__, self._flags),
+            )
+            offsets = _fill("q", accumulate(sizes, initial=self.cd_start))
+            offsets.pop()  # the directory's end
             self._cd_offsets = offsets
         return self._cd_offsets
 
@@ -637,12 +980,13 @@ class Plan:
             return
         n = len(self._name_ends)
         if start < self.cd_start:
-            i = max(0, bisect_right(self._offsets, start) - 1)
-            while i < n and self._offsets[i] < end:
-                hstart = self._offsets[i]
+            offsets = self._member_offsets()
+            i = max(0, bisect_right(offsets, start) - 1)
+            while i < n and offsets[i] < end:
+                hstart = offsets[i]
                 dstart = hstart + self.local_header_size(i)
                 dend = dstart + self._csizes[i]
-                mend = self._offsets[i + 1] if i + 1 < n else self.cd_start
+                mend = offsets[i + 1] if i + 1 < n else self.cd_start
                 if dstart > start:
                     yield Piece(PieceKind.LOCAL_HEADER, i, hstart, dstart)
                 if dend > dstart and dend > start and dstart < end:
@@ -654,7 +998,8 @@ class Plan:
             offsets = self._central_offsets()
             i = max(0, bisect_right(offsets, start) - 1)
             while i < n and offsets[i] < end:
-                yield Piece(PieceKind.CENTRAL_HEADER, i, *self.central_header_span(i))
+                hend = offsets[i + 1] if i + 1 < n else self.cd_end
+                yield Piece(PieceKind.CENTRAL_HEADER, i, offsets[i], hend)
                 i += 1
         if end > self.cd_end:
             yield Piece(PieceKind.END, -1, self.cd_end, self.size)
@@ -676,50 +1021,59 @@ class Plan:
         )
 
     # -- bytes ----------------------------------------------------------------------------
-
-    def _times(self, i: int) -> tuple[int, int]:
-        mt = self._mtimes[i]
-        return _DOS_EPOCH if mt < 0 else _dos_datetime(mt)
-
-    def _version_needed(self, f: int) -> int:
-        if f & (_F_LOCAL64 | _F_OFFSET64):
-            return 45
-        return 20 if f & (_F_DEFLATE | _F_DIR) else 10
+    # Headers come from two generators, one per kind: streaming a whole archive resumes them
+    # once per member, with every column bound to a local and the DOS time of the previous
+    # member at hand (members often share an mtime), instead of calling a method that looks
+    # all of it up again. A single header is the first item of a generator started there.
 
     def local_header(self, i: int) -> bytes:
         """The bytes of member ``i``'s local header (independent of learned CRCs)."""
-        f = self._flags[i]
-        name = self._name(i)
-        size = self._sizes[i]
-        csize = self._csizes[i]
-        # with bit 3 the CRC is written after the data; the sizes are known, so they are
-        # written here too, which lets streaming readers of stored members find the end
-        crc = 0 if f & _F_DESC else self._crcs[i]
-        extra = b""
-        if f & _F_LOCAL64:
-            extra = _X64_SIZES.pack(0x0001, 16, size, csize)
-            size = csize = MAX32
-        if f & _F_XTIME:
-            extra += _XTIME.pack(0x5455, 5, 1, self._mtimes[i])
-        date, tod = self._times(i)
-        flags = (_FLAG_DESCRIPTOR if f & _F_DESC else 0) | (_FLAG_UTF8 if f & _F_UTF8 else 0)
-        return (
-            _LOCAL.pack(
-                _LOCAL_SIG,
-                self._version_needed(f),
-                flags,
-                8 if f & _F_DEFLATE else 0,
-                tod,
-                date,
-                crc,
-                csize,
-                size,
-                len(name),
-                len(extra),
+        return next(self.local_headers(i))
+
+    def local_headers(self, start: int = 0) -> Iterator[bytes]:
+        """The local headers of members ``start``, ``start + 1``... in order."""
+        flags, ends, names = self._flags, self._name_ends, self._names
+        sizes, csizes, crcs, mtimes = self._sizes, self._csizes, self._crcs, self._mtimes
+        pack, pack_x64, pack_xtime = _LOCAL.pack, _X64_SIZES.pack, _XTIME.pack
+        last_mt, (date, tod) = -1, _DOS_EPOCH
+        name_start = ends[start - 1] if start else 0
+        for i in range(start, len(ends)):
+            f = flags[i]
+            name_end = ends[i]
+            name = names[name_start:name_end]
+            name_start = name_end
+            version, bits, method = _HEADER_FIELDS[f]
+            mt = mtimes[i]
+            if mt != last_mt:
+                last_mt, (date, tod) = mt, _DOS_EPOCH if mt < 0 else _dos_datetime(mt)
+            size = sizes[i]
+            csize = csizes[i]
+            # with bit 3 the CRC is written after the data; the sizes are known, so they are
+            # written here too, which lets streaming readers of stored members find the end
+            crc = 0 if f & _F_DESC else crcs[i]
+            extra = b""
+            if f & _F_LOCAL64:
+                extra = pack_x64(0x0001, 16, size, csize)
+                size = csize = MAX32
+            if f & _F_XTIME:
+                extra += pack_xtime(0x5455, 5, 1, mt)
+            yield (
+                pack(
+                    _LOCAL_SIG,
+                    version,
+                    bits,
+                    method,
+                    tod,
+                    date,
+                    crc,
+                    csize,
+                    size,
+                    len(name),
+                    len(extra),
+                )
+                + name
+                + extra
             )
-            + name
-            + extra
-        )
 
     def descriptor(self, i: int, crc: int) -> bytes:
         """The bytes of member ``i``'s data descriptor (empty when it has none)."""
@@ -731,46 +1085,71 @@ class Plan:
 
     def central_header(self, i: int, crc: int) -> bytes:
         """The bytes of member ``i``'s central directory header, given its CRC-32."""
-        f = self._flags[i]
-        name = self._name(i)
-        size = self._sizes[i]
-        csize = self._csizes[i]
-        offset = self._offsets[i]
-        extra = b""
-        if f & _F_OFFSET64:
-            extra = _X64_ALL.pack(0x0001, 24, size, csize, offset)
-            size = csize = offset = MAX32
-        elif f & _F_LOCAL64:
-            extra = _X64_SIZES.pack(0x0001, 16, size, csize)
-            size = csize = MAX32
-        if f & _F_XTIME:
-            extra += _XTIME.pack(0x5455, 5, 1, self._mtimes[i])
-        date, tod = self._times(i)
-        flags = (_FLAG_DESCRIPTOR if f & _F_DESC else 0) | (_FLAG_UTF8 if f & _F_UTF8 else 0)
-        external = (self._modes[i] << 16) | (0x10 if f & _F_DIR else 0)
-        return (
-            _CENTRAL.pack(
-                _CENTRAL_SIG,
-                _MADE_BY_64 if f & (_F_LOCAL64 | _F_OFFSET64) else _MADE_BY,
-                self._version_needed(f),
-                flags,
-                8 if f & _F_DEFLATE else 0,
-                tod,
-                date,
-                crc,
-                csize,
-                size,
-                len(name),
-                len(extra),
-                0,
-                0,
-                0,
-                external & 0xFFFFFFFF,
-                offset,
+        return next(self.central_headers((crc,), i))
+
+    def central_headers(self, crcs: Iterable[int], start: int = 0) -> Iterator[bytes]:
+        """The central headers of members ``start``, ``start + 1``... given their CRCs.
+
+        ``crcs`` holds the CRC of each member from ``start`` on (the headers stop with it).
+        The local headers' offsets come from a running position: streaming a whole archive
+        never builds the offsets column.
+        """
+        flags, ends, names = self._flags, self._name_ends, self._names
+        sizes, csizes, mtimes, modes = self._sizes, self._csizes, self._mtimes, self._modes
+        pack, pack_x64, pack_x64_all = _CENTRAL.pack, _X64_SIZES.pack, _X64_ALL.pack
+        pack_xtime = _XTIME.pack
+        last_mt, (date, tod) = -1, _DOS_EPOCH
+        offset = self._member_offsets()[start] if start else 0
+        name_start = ends[start - 1] if start else 0
+        for i, crc in zip(range(start, len(ends)), crcs, strict=False):  # crcs may stop first
+            f = flags[i]
+            name_end = ends[i]
+            name = names[name_start:name_end]
+            name_start = name_end
+            version, bits, method = _HEADER_FIELDS[f]
+            mt = mtimes[i]
+            if mt != last_mt:
+                last_mt, (date, tod) = mt, _DOS_EPOCH if mt < 0 else _dos_datetime(mt)
+            size = sizes[i]
+            csize = csizes[i]
+            here = offset
+            offset += _SPAN_FIXED[f] + len(name) + csize
+            extra = b""
+            made_by = _MADE_BY
+            if f & (_F_LOCAL64 | _F_OFFSET64):
+                made_by = _MADE_BY_64
+                if f & _F_OFFSET64:
+                    extra = pack_x64_all(0x0001, 24, size, csize, here)
+                    size = csize = here = MAX32
+                else:
+                    extra = pack_x64(0x0001, 16, size, csize)
+                    size = csize = MAX32
+            if f & _F_XTIME:
+                extra += pack_xtime(0x5455, 5, 1, mt)
+            external = (modes[i] << 16) | (0x10 if f & _F_DIR else 0)
+            yield (
+                pack(
+                    _CENTRAL_SIG,
+                    made_by,
+                    version,
+                    bits,
+                    method,
+                    tod,
+                    date,
+                    crc,
+                    csize,
+                    size,
+                    len(name),
+                    len(extra),
+                    0,
+                    0,
+                    0,
+                    external & 0xFFFFFFFF,
+                    here,
+                )
+                + name
+                + extra
             )
-            + name
-            + extra
-        )
 
     def end_records(self) -> bytes:
         """The zip64 end record and locator (when needed) and the end of central directory."""

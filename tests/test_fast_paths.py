@@ -1,0 +1,218 @@
+"""The fast paths give what the reference paths give.
+
+A list of members is planned a column at a time (``Plan._plan_columns``); any other iterable,
+and any list the column checks find unusual, goes through the single pass
+(``Plan._plan_loop``). A whole archive streams through ``Archive._iter_whole``; byte ranges
+and the async drivers go through the general walk. These tests hold each pair to the same
+layout, bytes and errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from zipware import (
+    Archive,
+    BytesSource,
+    InvalidMemberError,
+    IterSource,
+    Member,
+    Plan,
+    Source,
+    Storage,
+)
+from zipware.errors import SourceError
+
+
+def outcome(members: Any, **kwargs: Any) -> tuple[Any, ...]:
+    """Everything a plan determines, or the error it raised."""
+    try:
+        plan = Plan(members, **kwargs)
+    except InvalidMemberError as exc:
+        return ("refused", exc.problems)
+    except (TypeError, ValueError, OverflowError) as exc:
+        return ("raised", type(exc), str(exc))
+    n = len(plan)
+    return (
+        plan.size,
+        plan.cd_start,
+        plan.cd_end,
+        b"".join(plan.layout_material()),
+        [plan.member_span(i) for i in range(n)],
+        [plan.local_header(i) for i in range(n)],
+        [plan.central_header(i, 0) for i in range(n)],
+    )
+
+
+GOOD_NAMES = ["f", "dir/", "dir/f", "é/ü.txt", ".bashrc", "a/.git/c", "1:2", "a/..b", "x"]
+BAD_NAMES = ["", "/abs", "a//b", "a/./b", "../x", "C:x", "a\\b", "a\x00b", "\udcff", "dir"]
+NAMES = st.sampled_from([*GOOD_NAMES, *BAD_NAMES])
+SIZES = st.sampled_from([0, 0, 1, 100, 65_535, 65_536, 0xFFFFFFFF, 2**32 + 1, -1, True, 1.0])
+CRCS = st.sampled_from([None, None, 0, 1, 0xFFFFFFFF, 2**32, -1, True])
+STORAGES = st.sampled_from(["auto", "store", "deflate-stored", "precompressed", "zip"])
+MTIMES_OK = st.sampled_from([None, None, 0, 1_700_000_000, 1.5, -3.7, 2**31 + 1])
+MTIMES = st.sampled_from([None, 1e30, float("nan"), 253_402_300_799.5, True, "1"])
+MODES = st.sampled_from([None, None, 0o644, 0o100600, 0o40700, -1, 1.5])
+
+
+@st.composite
+def plannable(draw: st.DrawFn, i: int) -> Member:
+    """A member the loop accepts (the column path must give the same layout)."""
+    name = f"{i}/{draw(st.sampled_from(GOOD_NAMES))}"  # distinct by the prefix
+    if name.endswith("/"):
+        return Member(name, crc32=draw(st.sampled_from([None, 0])), mtime=draw(MTIMES_OK))
+    size = draw(st.sampled_from([0, 1, 100, 65_535, 65_536, 0xFFFFFFFE, 2**32 + 1]))
+    return Member(
+        name,
+        size=size,
+        source=BytesSource(b"x") if size else draw(st.sampled_from([None, BytesSource(b"")])),
+        crc32=draw(st.sampled_from([None, 0, 1, 0xFFFFFFFF] if size else [None, 0])),
+        mtime=draw(MTIMES_OK),
+        mode=draw(st.sampled_from([None, 0o644, 0o100600, 0o40700, -1])),
+        storage=draw(st.sampled_from(["auto", "store", Storage.STORE, Storage.AUTO])),
+    )
+
+
+@st.composite
+def anything(draw: st.DrawFn, i: int) -> Member:
+    """A member with any of the values the loop refuses (or raises on)."""
+    name = draw(NAMES)
+    if draw(st.booleans()) and name and name != "dir":  # mostly distinct, some duplicates
+        name = f"{i}/{name}" if not name.startswith("/") else name
+    return Member(
+        name,
+        size=draw(SIZES),
+        source=draw(st.sampled_from([BytesSource(b"x"), None])),
+        crc32=draw(CRCS),
+        mtime=draw(MTIMES),
+        mode=draw(MODES),
+        storage=draw(STORAGES),
+        compressed_size=draw(st.sampled_from([None, 2, 10])),
+    )
+
+
+@st.composite
+def member_lists(draw: st.DrawFn) -> list[Member]:
+    """Plannable lists, some with one odd member among them."""
+    count = draw(st.integers(1, 8))
+    members = [draw(plannable(i)) for i in range(count)]
+    if draw(st.booleans()):
+        members[draw(st.integers(0, count - 1))] = draw(anything(count))
+    return members
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(members=member_lists(), default_mtime=st.sampled_from([None, 1_000_000_000, -5]))
+def test_a_list_plans_as_a_generator_does(members: list[Member], default_mtime: Any) -> None:
+    expected = outcome(iter(members), default_mtime=default_mtime)
+    assert outcome(members, default_mtime=default_mtime) == expected
+    assert outcome(tuple(members), default_mtime=default_mtime) == expected
+
+
+def test_ordinary_lists_take_the_column_path() -> None:
+    """Names that only look suspect, directories, empty files, mtimes, modes, mixed storage."""
+    members = [
+        Member(".bashrc", size=3, source=BytesSource(b"abc"), mtime=1_700_000_000.5),
+        Member("a/.git/config", size=1, source=BytesSource(b"x"), storage="store", mode=0o600),
+        Member("dir/"),
+        Member("dir/empty"),
+        Member("dir/empty-read", source=BytesSource(b"")),
+        Member("été/ü", size=1, source=BytesSource(b"x"), crc32=zlib.crc32(b"x"), mtime=-1),
+        Member("1:2", size=2**32 + 1, source=BytesSource(b""), crc32=0, storage="store"),
+    ]
+    plan = Plan.__new__(Plan)
+    assert plan._plan_columns(members, -1)
+    assert outcome(members) == outcome(iter(members))
+
+
+def test_the_column_path_places_headers_past_4_gib() -> None:
+    members = [
+        Member(f"m{i}", size=s, source=BytesSource(b""), crc32=0, storage="store")
+        for i, s in enumerate([3 * 2**30, 2**30, 10, 10])
+    ]
+    plan = Plan.__new__(Plan)
+    assert plan._plan_columns(members, -1)
+    assert outcome(members) == outcome(iter(members))
+
+
+class Chunks(Source):
+    def __init__(self, *chunks: Any, fail: bool = False) -> None:
+        self.chunks = chunks
+        self.fail = fail
+
+    def iter_chunks(self, offset: int = 0) -> Iterator[bytes]:
+        assert offset == 0
+        yield from self.chunks
+        if self.fail:
+            raise OSError("disk on fire")
+
+
+BAD_SMALL = {
+    "short": Member("bad", size=5, source=Chunks(b"ab", b"c")),
+    "long": Member("bad", size=2, source=Chunks(b"ab", b"c")),
+    "crc": Member("bad", size=3, source=Chunks(b"abc"), crc32=zlib.crc32(b"abd")),
+    "error": Member("bad", size=3, source=Chunks(b"ab", fail=True)),
+    "not bytes": Member("bad", size=3, source=Chunks("abc")),
+    "empty, long": Member("bad", source=Chunks(b"x")),
+    "framed empty, long": Member("bad", storage="deflate-stored", source=Chunks(b"x")),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_SMALL))
+@pytest.mark.parametrize("storage", ["auto", "store"])
+def test_small_members_fail_as_on_the_general_path(kind: str, storage: str) -> None:
+    bad = BAD_SMALL[kind]
+    if bad.storage == "auto":
+        bad = Member(bad.name, size=bad.size, source=bad.source, crc32=bad.crc32, storage=storage)
+    members = [Member("ok", size=2, source=BytesSource(b"ok")), bad, Member("after/")]
+
+    async def general() -> None:
+        async for _ in Archive(members):  # the async driver walks the general way
+            pass
+
+    with pytest.raises(SourceError) as fast:
+        b"".join(Archive(members))
+    with pytest.raises(SourceError) as reference:
+        asyncio.run(general())
+    assert type(fast.value) is type(reference.value)
+    assert str(fast.value) == str(reference.value)
+    assert fast.value.index == 1 and fast.value.name == "bad"
+    assert type(fast.value.__cause__) is type(reference.value.__cause__)
+
+
+def test_the_whole_stream_agrees_with_ranges_and_keeps_no_offsets() -> None:
+    data = bytes(range(256)) * 300
+    members = [
+        Member("big", size=len(data), source=Chunks(data[:1000], data[1000:])),
+        Member("small", size=3, source=BytesSource(b"abc"), storage="store"),
+        Member("it", size=2, source=IterSource(iter([b"a", b"", b"b"]))),
+        Member("d/"),
+        Member("e", source=BytesSource(b"")),
+        Member("f", storage="deflate-stored"),
+        Member("crc", size=3, source=BytesSource(b"xyz"), crc32=zlib.crc32(b"xyz"), mtime=5),
+    ] + [Member(f"many/{i}", size=1, source=BytesSource(bytes([i]))) for i in range(200)]
+    archive = Archive(members, chunk_size=1000)
+    chunks = list(archive)
+    assert all(len(c) >= 1000 for c in chunks[:-1])
+    full = b"".join(chunks)
+    assert len(full) == archive.size
+    assert archive.plan._offsets is None and archive.plan._cd_offsets is None
+    assert archive.crcs[2] == zlib.crc32(b"ab")
+    # the general walk, once the CRCs are known: ranges (the IterSource is spent: from
+    # the member after it on), and the async driver with a fresh one
+    cut = archive.plan.member_span(3)[0]
+    assert b"".join(archive.iter_range(cut, archive.size)) == full[cut:]
+    assert b"".join(archive.iter_range(0, 700)) == full[:700]
+    members[2] = Member("it", size=2, source=IterSource(iter([b"ab"])))
+    assert asyncio.run(_collect(Archive(members, chunk_size=1000))) == full
+
+
+async def _collect(archive: Archive) -> bytes:
+    return b"".join([chunk async for chunk in archive])

@@ -660,6 +660,8 @@ class Plan:
             return False
 
     def _try_columns(self, members: Sequence[Member], default_mt: int) -> bool:
+        # The body of _plan_columns. The temporary lists are dropped as soon as each column
+        # is made: at the peak they cost ~100 bytes per member, next to the caller's ~260.
         n = len(members)
         if not n:
             return False

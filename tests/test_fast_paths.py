@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from zipware import (
     Archive,
     BytesSource,
+    FileSource,
     InvalidMemberError,
     IterSource,
     Member,
@@ -34,7 +35,7 @@ from zipware.errors import SourceError
 def outcome(members: Any, **kwargs: Any) -> tuple[Any, ...]:
     """Everything a plan determines, or the error it raised."""
     try:
-        plan = Plan(members, **kwargs)
+        plan = kwargs.pop("make", Plan)(members, **kwargs)
     except InvalidMemberError as exc:
         return ("refused", exc.problems)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -114,6 +115,43 @@ def test_a_list_plans_as_a_generator_does(members: list[Member], default_mtime: 
     expected = outcome(iter(members), default_mtime=default_mtime)
     assert outcome(members, default_mtime=default_mtime) == expected
     assert outcome(tuple(members), default_mtime=default_mtime) == expected
+
+
+def from_columns(members: list[Member], **kwargs: Any) -> Plan:
+    return Plan.from_columns(
+        [m.name for m in members],
+        [m.size for m in members],
+        [m.source for m in members],
+        mtimes=[m.mtime for m in members],
+        modes=[m.mode for m in members],
+        crcs=[m.crc32 for m in members],
+        **kwargs,
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(members=member_lists(), default_mtime=st.sampled_from([None, 1_000_000_000, -5]))
+def test_columns_plan_as_members_do(members: list[Member], default_mtime: Any) -> None:
+    """Plan.from_columns (storage auto) gives the plan, or the problems, of the members."""
+    members = [
+        m for m in members if m.storage in ("auto", Storage.AUTO) and m.compressed_size is None
+    ]
+    expected = outcome(iter(members), default_mtime=default_mtime)
+    assert outcome(members, make=from_columns, default_mtime=default_mtime) == expected
+
+
+def test_columns_take_paths_as_file_sources(tmp_path: Any) -> None:
+    (tmp_path / "a").write_bytes(b"abc")
+    plan = Plan.from_columns(["a", "b/"], [3, 0], [str(tmp_path / "a"), None], comment="hi")
+    source = plan.source(0)
+    assert isinstance(source, FileSource) and source.path == str(tmp_path / "a")
+    assert plan.source(1) is None
+    data = b"".join(Archive(plan))
+    assert data == b"".join(
+        Archive([Member("a", 3, FileSource(tmp_path / "a")), Member("b/")], comment="hi")
+    )
+    with pytest.raises(ValueError, match="differ in length"):
+        Plan.from_columns(["a"], [1, 2], [None])
 
 
 def test_ordinary_lists_take_the_column_path() -> None:
@@ -216,3 +254,19 @@ def test_the_whole_stream_agrees_with_ranges_and_keeps_no_offsets() -> None:
 
 async def _collect(archive: Archive) -> bytes:
     return b"".join([chunk async for chunk in archive])
+
+
+def test_a_refused_mtime_before_a_duplicate_name() -> None:
+    """A member refused for its mtime does not shift the duplicate check (found by fuzzing)."""
+    members = [
+        Member("a", size=1, source=BytesSource(b"x")),
+        Member("b", size=1, source=BytesSource(b"x"), mtime=-1e12),
+        Member("c/"),
+        Member("a", size=1, source=BytesSource(b"x")),
+    ]
+    for given in (members, iter(members)):
+        with pytest.raises(InvalidMemberError) as caught:
+            Plan(given)
+        assert [(i, name) for i, name, _ in caught.value.problems] == [(1, "b"), (3, "a")]
+        assert "out of range" in caught.value.problems[0][2]
+        assert "duplicate" in caught.value.problems[1][2]

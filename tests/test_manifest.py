@@ -13,7 +13,7 @@ import os
 import threading
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zipware.errors import SourceError
+from zipware.sources import FileSource
 from zipware.manifest import Entry, Manifest, ManifestError, Problem, decode, encode
 from zipware.policy import Policy, PolicyError
 from zipware.prepare import Download, aprepare, prepare
@@ -694,6 +695,118 @@ def test_resolve_path_refused(tree: Path, path: str, message: str) -> None:
     with pytest.raises(PolicyError) as caught:
         policy.resolve_path(path.format(top=tree))
     assert message in str(caught.value)
+
+
+RESOLVE_CASES = [
+    "a.txt",
+    "sub/b.txt",
+    "./sub/../a.txt",
+    "sub//b.txt",
+    "link-in",
+    "link-rel",
+    "dirlink-in/b.txt",
+    "{top}/root/a.txt",
+    "{top}/root/dirlink-in/b.txt",
+    "../outside/secret.txt",
+    "sub/../../outside/secret.txt",
+    "..",
+    "{top}/outside/secret.txt",
+    "{top}/root2/c.txt",
+    "/etc/passwd",
+    "link-out",
+    "dirlink-out/secret.txt",
+    "missing.txt",
+    "sub/missing.txt",
+    "broken",
+    "sub",
+    "sub/",
+    "dirlink-in",
+    ".",
+    "fifo",
+    "a.txt/x",
+    "a\x00b",
+]
+
+
+def one_by_one(policy: Policy, path: str) -> tuple[str, int] | str:
+    try:
+        real, st = policy.resolve_path(path)
+    except PolicyError as exc:
+        return str(exc)
+    return real, st.st_ino
+
+
+@pytest.mark.parametrize("path", RESOLVE_CASES)
+def test_resolve_paths_agrees_with_resolve_path(tree: Path, path: str) -> None:
+    """Alone, among plain files, and after a batch that put its folders in the cache."""
+    policy = Policy(roots=(str(tree / "root"),))
+    path = path.format(top=tree)
+    expected = one_by_one(policy, path)
+    cache: dict[str, tuple[str, bool]] = {}
+    for batch in ([path], ["a.txt", path, "sub/b.txt"], ["sub/b.txt", path]):
+        got = policy.resolve_paths(batch, cache)
+        assert len(got) == len(batch)
+        for p, result in zip(batch, got, strict=True):
+            want = one_by_one(policy, p)
+            assert (result[0], result[1].st_ino) == want if result else isinstance(want, str)
+        if isinstance(expected, str):
+            assert got[batch.index(path)] is None
+
+
+def test_resolve_paths_all_cases_at_once(tree: Path) -> None:
+    policy = Policy(roots=(str(tree / "root"),))
+    paths = [p.format(top=tree) for p in RESOLVE_CASES]
+    got = policy.resolve_paths(paths)
+    for path, result in zip(paths, got, strict=True):
+        want = one_by_one(policy, path)
+        assert (result[0], result[1].st_ino) == want if result else isinstance(want, str)
+    assert Policy().resolve_paths(["a.txt", "b"]) == [None, None]
+    assert policy.resolve_paths([]) == []
+
+
+def test_a_manifest_of_files_prepares_as_the_general_path_does(root: Path) -> None:
+    """All-files manifests are planned from columns; the entry-by-entry path agrees."""
+    body = json.dumps(
+        {
+            "version": 1,
+            "comment": "c",
+            "entries": [
+                {"name": "one.txt", "path": "a.txt"},
+                {"name": "two/b.txt", "path": "sub/b.txt", "mode": 0o600},
+                {"name": "three", "path": "link-in"},
+                {"name": "four", "path": "dirlink-in/b.txt"},
+            ],
+        }
+    ).encode()
+    fast = prepare(body, Policy(roots=(str(root),)))
+    slow = prepare(body, Policy(roots=(str(root),), max_name_bytes=1000))  # entry by entry
+    assert isinstance(fast.file_keys, Mapping) and not isinstance(fast.file_keys, dict)
+    assert isinstance(slow.file_keys, dict)
+    assert dict(fast.file_keys.items()) == slow.file_keys
+    assert list(fast.file_keys) == [0, 1, 2, 3] and len(fast.file_keys) == 4
+    with pytest.raises(KeyError):
+        fast.file_keys[4]
+    assert b"".join(fast.archive.plan.layout_material()) == b"".join(
+        slow.archive.plan.layout_material()
+    )
+    assert b"".join(fast.archive) == b"".join(slow.archive)
+    assert fast.last_modified == slow.last_modified
+    assert fast.fingerprint == prepare(body, Policy(roots=(str(root),))).fingerprint
+    # the columns hold paths, read as FileSources
+    assert isinstance(fast.archive.plan.source(0), FileSource)
+    with zipfile.ZipFile(io.BytesIO(b"".join(fast.archive))) as zf:
+        assert zf.read("three") == (root / "a.txt").read_bytes()
+        assert zf.getinfo("two/b.txt").external_attr >> 16 == 0o100600
+
+
+def test_a_manifest_of_files_with_a_bad_one_reports_it(root: Path) -> None:
+    entries = [{"name": f"f{i}", "path": "a.txt"} for i in range(5)]
+    entries[3] = {"name": "f3", "path": "missing.txt"}
+    entries.append({"name": "f1", "path": "sub/b.txt"})  # a duplicate name
+    body = json.dumps({"version": 1, "entries": entries}).encode()
+    with pytest.raises(ManifestError) as caught:
+        prepare(body, Policy(roots=(str(root),)))
+    assert [p.path for p in caught.value.problems] == ["$.entries[3].path", "$.entries[5].name"]
 
 
 def test_resolve_path_without_roots() -> None:

@@ -43,7 +43,7 @@ from .plan import (
     PieceKind,
     Plan,
 )
-from .sources import Source
+from .sources import FileSource, Source
 
 __all__ = ["CHUNK_SIZE", "Archive"]
 
@@ -533,6 +533,8 @@ class Archive:
                     buffered += BLOCK_OVERHEAD
                 source = sources[i]
                 if source is not None:
+                    if isinstance(source, str):  # a local file's path (Plan.from_columns)
+                        source = FileSource(source)
                     # an empty span (csize 0) only proves the file is still empty: CRC 0
                     expected = crcs[i] if csizes[i] else 0
                     crcs[i] = _read_small(plan, i, source, size, expected_crc=expected, add=add)

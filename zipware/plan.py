@@ -38,17 +38,15 @@ import struct
 import time
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import accumulate, chain, islice, repeat
-from operator import add, or_, sub
-from typing import TYPE_CHECKING, NamedTuple, cast
+from operator import add, attrgetter, or_, sub
+from typing import Any, NamedTuple, cast
 
 import msgspec
 
 from .errors import InvalidMemberError
-
-if TYPE_CHECKING:
-    from .sources import Source
+from .sources import FileSource, Source
 
 __all__ = [
     "BLOCK_SIZE",
@@ -428,12 +426,68 @@ class Plan:
         comment: str | bytes = b"",
         default_mtime: float | None = None,
     ) -> None:
+        self._build(members, comment, default_mtime)
+
+    @classmethod
+    def from_columns(
+        cls,
+        names: list[str],
+        sizes: list[int],
+        sources: list[Source | str | None],
+        *,
+        mtimes: list[float | None] | None = None,
+        modes: list[int | None] | None = None,
+        crcs: list[int | None] | None = None,
+        comment: str | bytes = b"",
+        default_mtime: float | None = None,
+    ) -> Plan:
+        """The plan of members given as columns, equal lists (``mtimes``, ``modes`` and
+        ``crcs`` default to None for every member); storage is ``auto``.
+
+        The same plan as ``Plan([Member(names[i], sizes[i], sources[i], ...)...])`` without
+        a :class:`Member` per member: the quick way for manifests of many local files. A
+        source given as a ``str`` is a local file's path, read as a :class:`FileSource`
+        when its turn comes.
+        """
+        n = len(names)
+        nothing: list[Any] = [None] * n
+        columns: dict[str, list[Any]] = {
+            "name": names,
+            "size": sizes,
+            "source": sources,
+            "crc32": nothing if crcs is None else crcs,
+            "mtime": nothing if mtimes is None else mtimes,
+            "mode": nothing if modes is None else modes,
+            "storage": [Storage.AUTO] * n,
+        }
+        if not all(len(c) == n for c in columns.values()):
+            raise ValueError("the columns differ in length")
+        plan = cls.__new__(cls)
+        plan._build(columns, comment, default_mtime)
+        return plan
+
+    def _build(
+        self,
+        members: Iterable[Member] | dict[str, list[Any]],
+        comment: str | bytes,
+        default_mtime: float | None,
+    ) -> None:
         default_mt = -1 if default_mtime is None else int(default_mtime)
         problems: list[tuple[int, str, str]] = []
         # A list or tuple is already held by the caller: planning it a column at a time runs
         # in C and costs a few temporary pointers per member next to the caller's objects. A
         # generator keeps the single pass, so no member outlives its turn but as columns.
-        if not (isinstance(members, (list, tuple)) and self._plan_columns(members, default_mt)):
+        if not (
+            isinstance(members, (list, tuple, dict)) and self._plan_columns(members, default_mt)
+        ):
+            if isinstance(members, dict):  # columns the quick path refused: the loop says why
+                members = [
+                    Member(name, size, source, crc, mtime, mode)
+                    for name, size, source, crc, mtime, mode in zip(
+                        *(members[f] for f in ("name", "size", "source", "crc32", "mtime", "mode")),
+                        strict=True,
+                    )
+                ]
             problems = self._plan_loop(members, default_mt)
         bcomment = comment.encode("utf-8") if isinstance(comment, str) else bytes(comment)
         if len(bcomment) > MAX16:
@@ -457,7 +511,7 @@ class Plan:
         # cost ~40 bytes of header each, the budget of a whole member
         names = bytearray()
         name_ends = array("q")
-        sources: list[Source | None] = []
+        sources: list[Source | str | None] = []
         sizes = array("q")
         csizes = array("q")
         crcs = array("q")  # -1: not declared
@@ -561,6 +615,16 @@ class Plan:
                         )
                         continue
                     f = _F_DEFLATE
+            # the last refusal: a member refused after its name is hashed would shift the
+            # duplicate check's columns
+            mtime = m.mtime
+            if mtime is None:
+                mt = default_mt
+            elif _MTIME_MIN <= mtime <= _MTIME_MAX:  # also false for NaN
+                mt = int(mtime)
+            else:
+                problems.append((index, name, f"mtime {mtime!r} is out of range"))
+                continue
             h = hash(key)
             hashes.append(h)
             bit = h & mask
@@ -577,14 +641,6 @@ class Plan:
                     bits[bit >> 3] |= 1 << (bit & 7)
             if nlen != len(name):
                 f |= _F_UTF8
-            mtime = m.mtime
-            if mtime is None:
-                mt = default_mt
-            elif _MTIME_MIN <= mtime <= _MTIME_MAX:  # also false for NaN
-                mt = int(mtime)
-            else:
-                problems.append((index, name, f"mtime {mtime!r} is out of range"))
-                continue
             if 0 <= mt <= 0x7FFFFFFF:
                 # the 0x5455 field is a signed 32-bit count in Info-ZIP; outside it, DOS only
                 f |= _F_XTIME
@@ -642,7 +698,9 @@ class Plan:
         self.cd_end = offset + cd_size
         return problems
 
-    def _plan_columns(self, members: Sequence[Member], default_mt: int) -> bool:
+    def _plan_columns(
+        self, members: Sequence[Member] | dict[str, list[Any]], default_mt: int
+    ) -> bool:
         """Plan a list of ordinary members a column at a time; False leaves it to the loop.
 
         Each check of :meth:`_plan_loop` has a whole-column form here that runs in C (a
@@ -652,22 +710,27 @@ class Plan:
         ``str``, a storage other than auto/store, a directory with a size...) returns False
         before anything is stored, and the loop plans the members again with its messages.
         """
+        column: Callable[[str], list[Any]]
+        if isinstance(members, dict):
+            column, n = members.__getitem__, len(members["name"])
+        else:
+            column, n = (lambda field: list(map(attrgetter(field), members))), len(members)
         try:
-            return self._try_columns(members, default_mt)
+            return self._try_columns(column, n, default_mt)
         except (AttributeError, TypeError, ValueError, OverflowError):
             # an odd member (unhashable storage, NaN mtime, huge size, lone surrogate...):
             # the loop reports it, or raises the same error it always raised
             return False
 
-    def _try_columns(self, members: Sequence[Member], default_mt: int) -> bool:
-        # The body of _plan_columns. The temporary lists are dropped as soon as each column
-        # is made: at the peak they cost ~100 bytes per member, next to the caller's ~260.
-        n = len(members)
+    def _try_columns(self, column: Callable[[str], list[Any]], n: int, default_mt: int) -> bool:
+        # The body of _plan_columns. ``column(field)`` gives one field of every member as a
+        # list. The temporary lists are dropped as soon as each column is made: at the peak
+        # they cost ~100 bytes per member, next to the caller's ~260.
         if not n:
             return False
 
         # -- names: each of the loop's checks as one test of the whole column
-        names = [m.name for m in members]
+        names = column("name")
         if set(map(type, names)) != {str} or not all(names):
             return False
         joined = "\x00".join(names)  # NUL cannot be in a valid name: a safe separator
@@ -709,14 +772,14 @@ class Plan:
         del keys, names
 
         # -- sizes, CRCs, sources, storage: exact types and ranges
-        size_list = [m.size for m in members]
+        size_list = column("size")
         if set(map(type, size_list)) != {int}:
             return False  # bool, float, int subclasses: the loop's messages
         sizes = array("q", size_list)  # past 2**63: OverflowError
         del size_list
         if min(sizes) < 0:
             return False
-        crc_list = [m.crc32 for m in members]
+        crc_list = column("crc32")
         crc_types = set(map(type, crc_list))
         if not crc_types <= {int, _NONE}:
             return False
@@ -729,15 +792,16 @@ class Plan:
             if min(declared) < 0 or max(declared) > MAX32:
                 return False
             del declared
-        sources = [m.source for m in members]
-        kinds = {_STORAGE_KIND.get(s, -1) for s in {m.storage for m in members}}
+        sources = column("source")
+        storage_list = column("storage")
+        kinds = {_STORAGE_KIND.get(s, -1) for s in set(storage_list)}
         if not kinds <= {_KIND_AUTO, _KIND_STORE}:
             return False
         empty = sizes.count(0)
         # flags: one value shared by every member (the usual list), or one per member
         flags: int | list[int]
         if dirs or empty or len(kinds) > 1 or len(crc_types) > 1 or not all(sources):
-            storages = map(_STORAGE_KIND.__getitem__, (m.storage for m in members))
+            storages = map(_STORAGE_KIND.__getitem__, storage_list)
             no_dirs = repeat(False)
             flags = list(map(_data_flags, is_dir or no_dirs, sizes, crc_list, storages, sources))
             if -1 in flags:
@@ -757,22 +821,28 @@ class Plan:
                 if int in crc_types
                 else array("q", [-1]) * n
             )
-        del crc_list
+        del crc_list, storage_list
 
         # -- mtimes and modes
-        mtime_list = [m.mtime for m in members]
+        mtime_list = column("mtime")
         if mtime_list.count(None) == n:
             mtimes = array("q", [default_mt]) * n
             lo = hi = default_mt
         else:
-            if not set(map(type, mtime_list)) <= {int, float, _NONE}:
+            mtime_types = set(map(type, mtime_list))
+            if not mtime_types <= {int, float, _NONE}:
                 return False
-            given = [int(t) for t in mtime_list if t is not None]  # NaN, inf raise
+            given: Sequence[int]
+            if _NONE in mtime_types:
+                given = [int(t) for t in mtime_list if t is not None]  # NaN, inf raise
+            else:
+                given = mtimes = _fill("q", map(int, mtime_list))
             # strict: a fraction past a bound truncates to the bound, which the loop refuses
             if not (min(given) > _MTIME_MIN and max(given) < _MTIME_MAX):
                 return False
             del given
-            mtimes = _fill("q", (default_mt if t is None else int(t) for t in mtime_list))
+            if _NONE in mtime_types:
+                mtimes = _fill("q", (default_mt if t is None else int(t) for t in mtime_list))
             lo, hi = min(mtimes), max(mtimes)
         del mtime_list
         xtime: int | list[int] = 0
@@ -780,7 +850,7 @@ class Plan:
             xtime = _F_XTIME
         elif hi >= 0 and lo <= 0x7FFFFFFF:  # some in the 0x5455 range, some not
             xtime = [_F_XTIME if 0 <= mt <= 0x7FFFFFFF else 0 for mt in mtimes]
-        mode_list = [m.mode for m in members]
+        mode_list = column("mode")
         if mode_list.count(None) == n and not dirs:
             modes = array("I", [_DEFAULT_FILE_MODE]) * n
         else:
@@ -851,7 +921,8 @@ class Plan:
 
     def source(self, i: int) -> Source | None:
         """Member ``i``'s source (None for directories and sourceless empty files)."""
-        return self._sources[i]
+        source = self._sources[i]
+        return FileSource(source) if isinstance(source, str) else source
 
     def file_size(self, i: int) -> int:
         """Member ``i``'s uncompressed size."""

@@ -6,10 +6,13 @@ are safe: no local file (no root configured), no URL and no object (empty allow-
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat as _stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +24,8 @@ __all__ = ["Policy", "PolicyError"]
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # protocols fsspec also knows that allow_uris must not open: local files go through `roots`
 # (symlink checks), web resources through `allow_urls` (redirect checks)
+_ODD_TAILS = frozenset({"", ".", ".."})  # last components resolve_paths leaves to resolve_path
+_MODE = attrgetter("st_mode")
 _NOT_OBJECT_STORAGE = frozenset({"file", "local", "http", "https", "data", "ftp", "sftp", "ssh"})
 
 
@@ -201,6 +206,72 @@ class Policy:
         if not _stat.S_ISREG(st.st_mode):
             raise PolicyError(f"path {path!r} is not a regular file")
         return real, st
+
+    def resolve_paths(
+        self, paths: list[str], dir_cache: dict[str, tuple[str, bool]] | None = None
+    ) -> list[tuple[str, os.stat_result] | None]:
+        """:meth:`resolve_path` for many paths; None where it would raise.
+
+        The same rules, a column at a time: on a manifest of 100,000 files in a few
+        folders the per-path work is one string join and one ``lstat``, with the rest done
+        once per folder. A path that fails (or needs more than that: a symlink, ``..`` as
+        its last component) is resolved by :meth:`resolve_path` alone, which the caller
+        also calls to report why.
+        """
+        if not self.roots or not paths:
+            return [None] * len(paths)
+        cache = {} if dir_cache is None else dir_cache
+        n = len(paths)
+        joined = "\x00".join(paths)
+        if joined.count("\x00") != n - 1 or joined[:1] == "/" or "\x00/" in joined:
+            # a NUL, or an absolute path: each path on its own
+            out: list[tuple[str, os.stat_result] | None] = [None] * n
+        else:
+            del joined
+            root = self.roots[0]
+            split = list(map(str.rpartition, paths, repeat("/")))
+            # each folder once: its real path, or None when outside the roots
+            folders: dict[str, str | None] = {}
+            for head in {part[0] for part in split}:
+                full = f"{root}/{head}" if head else root
+                known = cache.get(full)
+                if known is None:
+                    real_head = os.path.realpath(full)
+                    known = cache[full] = (real_head, self._inside(real_head))
+                # "/" as a prefix would double the slash below
+                folders[head] = (known[0].rstrip("/")) if known[1] else None
+            reals = [
+                None
+                if (folder := folders[head]) is None or tail in _ODD_TAILS
+                else f"{folder}/{tail}"
+                for head, _, tail in split
+            ]
+            del split, folders
+            out = [None] * n
+            try:
+                stats = (
+                    list(map(os.lstat, reals))  # type: ignore[arg-type]
+                    if None not in reals
+                    else [None if real is None else os.lstat(real) for real in reals]
+                )
+            except OSError:
+                pass  # the rare missing file: each path on its own
+            else:
+                if None not in reals and set(map(_stat.S_IFMT, map(_MODE, stats))) == {
+                    _stat.S_IFREG
+                }:
+                    return list(zip(reals, stats, strict=True))  # type: ignore[arg-type]
+                out = [
+                    (real, st) if st is not None and _stat.S_ISREG(st.st_mode) else None  # type: ignore[misc]
+                    for real, st in zip(reals, stats, strict=True)
+                ]
+        if None not in out:
+            return out
+        for k, got in enumerate(out):
+            if got is None:
+                with contextlib.suppress(PolicyError):
+                    out[k] = self.resolve_path(paths[k], cache)
+        return out
 
     # -- URLs -----------------------------------------------------------------------------
 

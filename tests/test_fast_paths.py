@@ -10,8 +10,13 @@ layout, bytes and errors.
 from __future__ import annotations
 
 import asyncio
+import io
+import os
+import threading
+import zipfile
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +34,8 @@ from zipware import (
     Source,
     Storage,
 )
-from zipware.errors import SourceError
+from zipware import archive as archive_module
+from zipware.errors import SourceError, SourceSizeError
 
 
 def outcome(members: Any, **kwargs: Any) -> tuple[Any, ...]:
@@ -264,9 +270,136 @@ def test_a_refused_mtime_before_a_duplicate_name() -> None:
         Member("c/"),
         Member("a", size=1, source=BytesSource(b"x")),
     ]
-    for given in (members, iter(members)):
+    for planned in (members, iter(members)):
         with pytest.raises(InvalidMemberError) as caught:
-            Plan(given)
+            Plan(planned)
         assert [(i, name) for i, name, _ in caught.value.problems] == [(1, "b"), (3, "a")]
         assert "out of range" in caught.value.problems[0][2]
         assert "duplicate" in caught.value.problems[1][2]
+
+
+# -- local files framed in place (archive._framed_file) -------------------------------------
+
+IN_PLACE_SIZES = [65_536, 131_070, 131_071, 262_140, 262_141, 327_675, 1_048_579]
+
+
+class OwnReads(FileSource):
+    """A FileSource subclass with reads of its own: not read in place."""
+
+    def iter_chunks(self, offset: int = 0) -> Iterator[bytes]:  # type: ignore[override]
+        yield from super().iter_chunks(offset)
+
+
+def in_place_members(tmp_path: Path, sizes: list[int]) -> tuple[list[Member], list[Member]]:
+    """The same members twice: from files (read in place), and as chunks (the general path)."""
+    files, chunks = [], []
+    for k, size in enumerate(sizes):
+        data = (bytes(range(251)) * (size // 251 + 1))[:size]
+        path = tmp_path / f"f{k}"
+        path.write_bytes(data)
+        files.append(Member(f"f{k}", size=size, source=FileSource(path), mtime=1))
+        pieces = [data[i : i + 100_000] for i in range(0, size, 100_000)]
+        chunks.append(Member(f"f{k}", size=size, source=Chunks(*pieces), mtime=1))
+    return files, chunks
+
+
+async def _astreamed(archive: Archive) -> bytes:
+    out: list[bytes] = []
+
+    async def sink(chunk: bytes) -> None:
+        out.append(chunk)
+
+    await archive.astream(sink, lookahead=1)
+    return b"".join(out)
+
+
+def test_files_framed_in_place_give_the_general_bytes(tmp_path: Path) -> None:
+    files, chunks = in_place_members(tmp_path, IN_PLACE_SIZES)
+    (tmp_path / "own").write_bytes(os.urandom(70_000))
+    files.insert(2, Member("own", size=70_000, source=OwnReads(tmp_path / "own"), mtime=1))
+    chunks.insert(2, files[2])
+    expected = b"".join(Archive(chunks))
+    assert b"".join(Archive(files)) == expected
+    assert asyncio.run(_collect(Archive(files))) == expected
+    assert asyncio.run(_astreamed(Archive(files))) == expected
+    archive = Archive(files)
+    assert b"".join(archive) == expected
+    assert list(archive.crcs) == [
+        zlib.crc32((tmp_path / name).read_bytes())
+        for name in ("f0", "f1", "own", "f2", "f3", "f4", "f5", "f6")
+    ]
+    # ranges take the general path, from the CRCs learnt
+    for start, end in [(0, 100), (70_000, 400_000), (len(expected) - 5000, len(expected))]:
+        assert b"".join(archive.iter_range(start, end)) == expected[start:end]
+    with zipfile.ZipFile(io.BytesIO(expected)) as zf:
+        assert zf.testzip() is None
+
+
+@pytest.mark.parametrize("change", ["shorter", "longer", "longer by a block", "gone"])
+@pytest.mark.parametrize("driver", ["sync", "async", "astream"])
+def test_files_framed_in_place_fail_as_on_the_general_path(
+    tmp_path: Path, change: str, driver: str
+) -> None:
+    """A file changed after planning: the same error, and no byte of the member's end."""
+    files, _ = in_place_members(tmp_path, [262_141])
+    archive = Archive([Member("first", size=2, source=BytesSource(b"ok")), *files])
+    path = tmp_path / "f0"
+    data = path.read_bytes()
+    if change == "gone":
+        path.unlink()
+    else:
+        path.write_bytes(
+            {"shorter": data[:-1], "longer": data + b"x", "longer by a block": data * 2}[change]
+        )
+    out: list[bytes] = []
+
+    async def run_async() -> None:
+        if driver == "async":
+            async for chunk in archive:
+                out.append(chunk)
+        else:
+
+            async def sink(chunk: bytes) -> None:
+                out.append(chunk)
+
+            await archive.astream(sink)
+
+    with pytest.raises(SourceError) as caught:
+        if driver == "sync":
+            for chunk in archive:
+                out.append(chunk)
+        else:
+            asyncio.run(run_async())
+    assert caught.value.index == 1
+    if change == "gone":
+        assert "FileNotFoundError" in str(caught.value)
+    elif change == "shorter":
+        assert isinstance(caught.value, SourceSizeError)
+        assert "ended after 262140 of 262141 bytes" in str(caught.value)
+    else:
+        assert isinstance(caught.value, SourceSizeError)
+        assert "more than the declared 262141 bytes" in str(caught.value)
+    # the blocks read before the change showed, never the member's last block (1 byte)
+    sent = b"".join(out)
+    assert len(sent) <= archive.plan.member_span(1)[1] - 6
+
+
+def test_framed_file_reads_a_pipe_in_short_reads(tmp_path: Path) -> None:
+    """readv stops short on a pipe: the reads are completed one view at a time."""
+    data = os.urandom(300_000)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def writer() -> None:
+        with open(fifo, "wb", buffering=0) as f:
+            for i in range(0, len(data), 7_000):
+                f.write(data[i : i + 7_000])
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    result = archive_module._FileRead()
+    framed = b"".join(archive_module._framed_file(str(fifo), len(data), result))
+    thread.join()
+    assert (result.got, result.crc, result.more) == (len(data), zlib.crc32(data), False)
+    inflated = zlib.decompressobj(-15)
+    assert inflated.decompress(framed) == data and inflated.eof

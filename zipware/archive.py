@@ -13,6 +13,8 @@ with the same checks and errors; the tests compare its bytes with the general wa
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 import struct
 import zlib
 from array import array
@@ -202,6 +204,15 @@ class _DataRead:
         self.remaining -= total
         return pieces
 
+    def absorb(self, result: _FileRead) -> None:
+        """Take the count and CRC of a read done in place (:func:`_framed_file`)."""
+        if result.more:
+            raise self._fail(
+                SourceSizeError, f"source has more than the declared {self.need} bytes"
+            )
+        self.got, self.crc = result.got, result.crc
+        self.remaining = 0
+
     def start(self) -> list[bytes | memoryview]:
         """Bytes due before any source chunk: the pad block, the lone block of an empty file."""
         out: list[bytes | memoryview] = [self.lead] if self.lead else []
@@ -228,6 +239,112 @@ class _DataRead:
                 CRCMismatchError,
                 f"CRC-32 is {self.crc:08x}, declared {self.expected_crc:08x}",
             )
+
+
+_FRAMES = 4  # stored blocks per chunk read from a local file: 262,160 bytes
+_MID_HEADER = _BLOCK_HEADER.pack(0, BLOCK_SIZE, BLOCK_SIZE ^ 0xFFFF)
+
+
+class _FileRead:
+    """What :func:`_framed_file` read: bytes and CRC so far, and whether the file had more."""
+
+    __slots__ = ("crc", "got", "more")
+
+    def __init__(self) -> None:
+        self.crc = self.got = 0
+        self.more = False
+
+
+def _framed_path(plan: Plan, i: int) -> str | None:
+    """The local file to read in place for member ``i``'s whole framed span, if any.
+
+    Only plain :class:`FileSource` members (a subclass may read its own way) larger than
+    one block (smaller ones are read inline by the whole-archive walk).
+    """
+    if plan.is_framed(i) and plan.file_size(i) > BLOCK_SIZE:
+        source = plan.source(i)
+        if isinstance(source, FileSource) and type(source).iter_chunks is FileSource.iter_chunks:
+            return source.path
+    return None
+
+
+def _refill(f: io.RawIOBase, targets: list[memoryview | bytearray], got: int) -> int:
+    """Fill ``targets`` past their first ``got`` bytes until the file ends; bytes added.
+
+    ``readv`` on a regular file stops early only at its end (or on a signal): this makes
+    sure which, one view at a time.
+    """
+    added = 0
+    for target in targets:
+        n = len(target)
+        if got >= n:
+            got -= n
+            continue
+        pos, got = got, 0
+        while pos < n:
+            read = f.readinto(memoryview(target)[pos:])
+            if not read:
+                return added
+            pos += read
+            added += read
+    return added
+
+
+def _framed_file(path: str, size: int, result: _FileRead) -> Generator[bytes, None, None]:
+    """The stored deflate blocks of a whole local file of ``size`` bytes, read in place.
+
+    The file is read into one buffer laid out as the blocks are sent, their headers between
+    them, so a chunk costs one ``readv`` and one copy (the bytes handed out) where the
+    general path costs a read, a list of pieces and a join. ``result`` follows the bytes
+    read and their CRC. A file that ends early stops the chunks (the caller's size check
+    fails then); one with more than ``size`` bytes sets ``result.more`` before its last
+    chunk is handed out: the last read asks for one byte more.
+    """
+    buf = bytearray(_FRAMES * _FRAMED_BLOCK)
+    view = memoryview(buf)
+    for k in range(_FRAMES):
+        buf[k * _FRAMED_BLOCK : k * _FRAMED_BLOCK + 5] = _MID_HEADER
+    blocks: list[memoryview | bytearray] = [
+        view[k * _FRAMED_BLOCK + 5 : (k + 1) * _FRAMED_BLOCK] for k in range(_FRAMES)
+    ]
+    full = _FRAMES * BLOCK_SIZE
+    crc = done = 0
+    with open(path, "rb", buffering=0) as f:
+        fd = f.fileno()
+        while done < size:
+            left = size - done
+            if left > full:
+                targets, framed, want = blocks, len(buf), full
+            else:
+                count = -(-left // BLOCK_SIZE)
+                last = left - (count - 1) * BLOCK_SIZE
+                at = (count - 1) * _FRAMED_BLOCK
+                buf[at : at + 5] = _BLOCK_HEADER.pack(1, last, last ^ 0xFFFF)
+                targets = [*blocks[: count - 1], view[at + 5 : at + 5 + last], bytearray(1)]
+                framed, want = at + 5 + last, left
+            got = os.readv(fd, targets)
+            if got < want:
+                got += _refill(f, targets, got)
+                if got < want:
+                    result.got = done + got
+                    return
+            if got > want:
+                result.got, result.more = done + want, True
+                return
+            for target in targets if left > full else targets[:-1]:
+                crc = crc32(target, crc)
+            done += want
+            result.got, result.crc = done, crc
+            yield bytes(view[:framed])
+
+
+async def _in_thread(chunks: Generator[bytes, None, None]) -> AsyncGenerator[bytes, None]:
+    """``chunks`` run one step at a time in a worker thread (blocking reads, CRCs)."""
+    try:
+        while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+            yield chunk
+    finally:
+        chunks.close()  # closes the file: no blocking work left to hand to a thread
 
 
 def _walk(plan: Plan, crcs: array[int], start: int, end: int) -> Iterator[bytes | _DataRead]:
@@ -473,7 +590,22 @@ class Archive:
         if source is None:
             step.finish()
             return
+        path = _framed_path(plan, step.index) if step.full else None
         try:
+            if path is not None:
+                result = _FileRead()
+                chunks = _framed_file(path, step.size, result)
+                try:
+                    for data in chunks:
+                        chunk = out.add(data)
+                        if chunk is not None:
+                            yield chunk
+                finally:
+                    chunks.close()
+                step.absorb(result)
+                step.finish()
+                self.crcs[step.index] = step.crc
+                return
             it = source.iter_chunks(step.source_offset)
             try:
                 for data in it:
@@ -580,15 +712,25 @@ class Archive:
             if source is None:
                 step.finish()
                 continue
+            path = _framed_path(plan, step.index) if step.full else None
             try:
-                async with aclosing(source.aiter_chunks(step.source_offset)) as it:
-                    async for data in it:
-                        for piece in step.feed(data):
-                            chunk = out.add(piece)
+                if path is not None:
+                    result = _FileRead()
+                    async with aclosing(_in_thread(_framed_file(path, step.size, result))) as it:
+                        async for data in it:
+                            chunk = out.add(data)
                             if chunk is not None:
                                 yield chunk
-                        if step.done:
-                            break
+                    step.absorb(result)
+                else:
+                    async with aclosing(source.aiter_chunks(step.source_offset)) as it:
+                        async for data in it:
+                            for piece in step.feed(data):
+                                chunk = out.add(piece)
+                                if chunk is not None:
+                                    yield chunk
+                            if step.done:
+                                break
                 step.finish()
             except (SourceError, GeneratorExit):
                 raise
@@ -638,7 +780,7 @@ class Archive:
                 if p.kind == PieceKind.DATA and plan.source(p.member) is not None
             )
         )
-        pending: dict[int, MemoryObjectReceiveStream[bytes | Exception]] = {}
+        pending: dict[int, MemoryObjectReceiveStream[bytes | Exception | _FileRead]] = {}
 
         def source_of(i: int) -> Source:
             source = plan.source(i)
@@ -646,10 +788,23 @@ class Archive:
             return source
 
         async def read_ahead(
-            source: Source, offset: int, into: MemoryObjectSendStream[bytes | Exception]
+            source: Source,
+            offset: int,
+            into: MemoryObjectSendStream[bytes | Exception | _FileRead],
+            in_place: tuple[str, int] | None = None,
         ) -> None:
+            # in_place, (path, size): the whole framed span of a local file, read in place
+            # (whole archives only); its count and CRC (a _FileRead) come last
             async with into:
                 try:
+                    if in_place is not None:
+                        result = _FileRead()
+                        chunks = _framed_file(*in_place, result)
+                        async with aclosing(_in_thread(chunks)) as it:
+                            async for data in it:
+                                await into.send(data)
+                        await into.send(result)
+                        return
                     async with aclosing(source.aiter_chunks(offset)) as it:
                         async for data in it:
                             await into.send(data)
@@ -670,9 +825,18 @@ class Archive:
                         return
                     i, lo = nxt
                     source = source_of(i)
-                    sender, receiver = anyio.create_memory_object_stream[bytes | Exception](buffer)
+                    sender, receiver = anyio.create_memory_object_stream[
+                        bytes | Exception | _FileRead
+                    ](buffer)
                     pending[i] = receiver
-                    tg.start_soon(read_ahead, source, _source_offset(plan.is_framed(i), lo), sender)
+                    path = _framed_path(plan, i) if whole else None
+                    tg.start_soon(
+                        read_ahead,
+                        source,
+                        _source_offset(plan.is_framed(i), lo),
+                        sender,
+                        None if path is None else (path, plan.file_size(i)),
+                    )
 
             try:
                 for step in _walk(plan, crcs, start, end):
@@ -691,15 +855,27 @@ class Archive:
                     schedule(lookahead + 1)
                     receiver = pending.pop(step.index, None)
                     if receiver is None:  # an empty span checked for emptiness: not read ahead
-                        sender, receiver = anyio.create_memory_object_stream[bytes | Exception](1)
+                        sender, receiver = anyio.create_memory_object_stream[
+                            bytes | Exception | _FileRead
+                        ](1)
                         tg.start_soon(read_ahead, source_of(step.index), step.source_offset, sender)
                     schedule(lookahead)
+                    # the read-ahead task decided the same: chunks already framed, or not
+                    in_place = whole and _framed_path(plan, step.index) is not None
                     async with receiver:
                         async for data in receiver:
                             if isinstance(data, Exception):
                                 if isinstance(data, SourceError):
                                     raise data
                                 raise _wrap(plan, step.index, data) from data
+                            if isinstance(data, _FileRead):
+                                step.absorb(data)
+                                break
+                            if in_place:
+                                chunk = out.add(data)
+                                if chunk is not None:
+                                    await sink(chunk)
+                                continue
                             for piece in step.feed(data):
                                 chunk = out.add(piece)
                                 if chunk is not None:

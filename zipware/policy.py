@@ -214,19 +214,26 @@ class Policy:
 
         The same rules, a column at a time: on a manifest of 100,000 files in a few
         folders the per-path work is one string join and one ``lstat``, with the rest done
-        once per folder. A path that fails (or needs more than that: a symlink, ``..`` as
-        its last component) is resolved by :meth:`resolve_path` alone, which the caller
-        also calls to report why.
+        once per folder. A path that needs more (a symlink, ``..`` as its last component,
+        an absolute path) goes through :meth:`resolve_path` alone, which the caller also
+        calls to say why a path failed.
         """
-        if not self.roots or not paths:
-            return [None] * len(paths)
-        cache = {} if dir_cache is None else dir_cache
+        reals, stats = self._resolve_columns(paths, dir_cache)
+        return [None if real is None else (real, st) for real, st in zip(reals, stats, strict=True)]
+
+    def _resolve_columns(
+        self, paths: list[str], dir_cache: dict[str, tuple[str, bool]] | None = None
+    ) -> tuple[list[str | None], list[os.stat_result]]:
+        """:meth:`resolve_paths` as two columns: real paths (None where refused), stats."""
         n = len(paths)
+        reals: list[str | None] = [None] * n
+        stats: list[os.stat_result] = [None] * n  # type: ignore[list-item]
+        if not self.roots or not paths:
+            return reals, stats
+        cache = {} if dir_cache is None else dir_cache
         joined = "\x00".join(paths)
-        if joined.count("\x00") != n - 1 or joined[:1] == "/" or "\x00/" in joined:
-            # a NUL, or an absolute path: each path on its own
-            out: list[tuple[str, os.stat_result] | None] = [None] * n
-        else:
+        # a NUL, or an absolute path: each path on its own
+        if joined.count("\x00") == n - 1 and joined[:1] != "/" and "\x00/" not in joined:
             del joined
             root = self.roots[0]
             split = list(map(str.rpartition, paths, repeat("/")))
@@ -239,7 +246,7 @@ class Policy:
                     real_head = os.path.realpath(full)
                     known = cache[full] = (real_head, self._inside(real_head))
                 # "/" as a prefix would double the slash below
-                folders[head] = (known[0].rstrip("/")) if known[1] else None
+                folders[head] = known[0].rstrip("/") if known[1] else None
             reals = [
                 None
                 if (folder := folders[head]) is None or tail in _ODD_TAILS
@@ -247,31 +254,26 @@ class Policy:
                 for head, _, tail in split
             ]
             del split, folders
-            out = [None] * n
             try:
                 stats = (
                     list(map(os.lstat, reals))  # type: ignore[arg-type]
                     if None not in reals
-                    else [None if real is None else os.lstat(real) for real in reals]
+                    else [None if real is None else os.lstat(real) for real in reals]  # type: ignore[misc]
                 )
             except OSError:
-                pass  # the rare missing file: each path on its own
+                reals = [None] * n  # the rare missing file: each path on its own
             else:
-                if None not in reals and set(map(_stat.S_IFMT, map(_MODE, stats))) == {
-                    _stat.S_IFREG
-                }:
-                    return list(zip(reals, stats, strict=True))  # type: ignore[arg-type]
-                out = [
-                    (real, st) if st is not None and _stat.S_ISREG(st.st_mode) else None  # type: ignore[misc]
-                    for real, st in zip(reals, stats, strict=True)
-                ]
-        if None not in out:
-            return out
-        for k, got in enumerate(out):
-            if got is None:
-                with contextlib.suppress(PolicyError):
-                    out[k] = self.resolve_path(paths[k], cache)
-        return out
+                if None in reals or set(map(_stat.S_IFMT, map(_MODE, stats))) != {_stat.S_IFREG}:
+                    reals = [
+                        real if st is not None and _stat.S_ISREG(st.st_mode) else None
+                        for real, st in zip(reals, stats, strict=True)
+                    ]
+        if None in reals:
+            for k, real in enumerate(reals):
+                if real is None:
+                    with contextlib.suppress(PolicyError):
+                        reals[k], stats[k] = self.resolve_path(paths[k], cache)
+        return reals, stats
 
     # -- URLs -----------------------------------------------------------------------------
 

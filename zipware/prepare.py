@@ -19,7 +19,6 @@ import contextlib
 import functools
 import gc
 import hashlib
-import os
 import zlib
 from array import array
 from collections.abc import Callable, Iterator, Mapping
@@ -172,48 +171,50 @@ class _Preparer:
         # The common entry of a large manifest, a file under a root with nothing declared,
         # is resolved a column at a time (Policy.resolve_paths); the rest, and any file that
         # does not resolve, one entry at a time by _add, which says what is wrong.
-        simple = [
-            e is not None
-            and e.path is not None
-            and e.size is None
-            and e.crc32 is None
-            and e.mtime is None
-            and e.storage is None
-            and not self.name_limit
-            for e in entries
-        ]
-        files = cast("list[Entry]", [e for e, s in zip(entries, simple, strict=True) if s])
-        paths = cast("list[str]", [e.path for e in files])
-        found = self.policy.resolve_paths(paths, self.dir_cache)
-        if len(files) == len(entries) and None not in found:
-            # every entry: the plan's input and the identities in a few comprehensions
-            resolved = cast("list[tuple[str, os.stat_result]]", found)
-            self.index = list(range(len(entries)))
-            reals = [real for real, _ in resolved]
-            stats = [st for _, st in resolved]
-            del resolved
-            self.columns = (
-                list(map(_NAME, files)),
-                list(map(_SIZE, stats)),
-                reals,
-                list(map(_MTIME, stats)),
-                list(map(_MODE, files)),
-            )
-            # file identities as columns: a tuple per member only when a CRC cache asks
-            self.files = _FileKeys(
-                reals,
-                array("Q", map(_DEV, stats)),
-                array("Q", map(_INO, stats)),
-                array("q", self.columns[1]),
-                array("q", map(_MTIME_NS, stats)),
-            )
-            self.all_files = True
-            return
-        results = iter(found)
-        for i, (e, s) in enumerate(zip(entries, simple, strict=True)):
+        # a path for each such entry, None for the others
+        paths = (
+            [None] * len(entries)
+            if self.name_limit
+            else [
+                e.path
+                if e is not None
+                and e.size is None
+                and e.crc32 is None
+                and e.mtime is None
+                and e.storage is None
+                else None
+                for e in entries
+            ]
+        )
+        if None not in paths:
+            reals, stats = self.policy._resolve_columns(cast("list[str]", paths), self.dir_cache)
+            if None not in reals:
+                # every entry: the plan's input and the identities in a few whole columns
+                files = cast("list[Entry]", entries)
+                sizes = list(map(_SIZE, stats))
+                self.index = list(range(len(entries)))
+                self.columns = (
+                    list(map(_NAME, files)),
+                    sizes,
+                    reals,
+                    list(map(_MTIME, stats)),
+                    list(map(_MODE, files)),
+                )
+                # file identities as columns: a tuple per member only when a CRC cache asks
+                self.files = _FileKeys(
+                    cast("list[str]", reals),
+                    array("Q", map(_DEV, stats)),
+                    array("Q", map(_INO, stats)),
+                    array("q", sizes),
+                    array("q", map(_MTIME_NS, stats)),
+                )
+                self.all_files = True
+                return
+        found = iter(self.policy.resolve_paths([p for p in paths if p is not None], self.dir_cache))
+        for i, (e, path) in enumerate(zip(entries, paths, strict=True)):
             if e is None:
                 continue
-            got = next(results) if s else None
+            got = None if path is None else next(found)
             if got is None:
                 self._add(i, e)
                 continue

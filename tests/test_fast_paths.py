@@ -10,12 +10,13 @@ layout, bytes and errors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import threading
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from zipware import (
     Storage,
 )
 from zipware import archive as archive_module
-from zipware.errors import SourceError, SourceSizeError
+from zipware.errors import CRCMismatchError, SourceError, SourceSizeError
 
 
 def outcome(members: Any, **kwargs: Any) -> tuple[Any, ...]:
@@ -335,19 +336,35 @@ def test_files_framed_in_place_give_the_general_bytes(tmp_path: Path) -> None:
         assert zf.testzip() is None
 
 
-@pytest.mark.parametrize("change", ["shorter", "longer", "longer by a block", "gone"])
+IN_PLACE_SIZE = 362_140  # a first chunk of 4 blocks, then a last one of 100,000 bytes
+
+
+def open_paths() -> list[str]:
+    """What this process has open, by path."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            out.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return out
+
+
+@pytest.mark.parametrize("change", ["shorter", "longer", "longer by a block", "gone", "crc"])
 @pytest.mark.parametrize("driver", ["sync", "async", "astream"])
 def test_files_framed_in_place_fail_as_on_the_general_path(
     tmp_path: Path, change: str, driver: str
 ) -> None:
-    """A file changed after planning: the same error, and no byte of the member's end."""
-    files, _ = in_place_members(tmp_path, [262_141])
-    archive = Archive([Member("first", size=2, source=BytesSource(b"ok")), *files])
+    """A file changed after planning: the same error, no byte of its last chunk, closed."""
+    files, _ = in_place_members(tmp_path, [IN_PLACE_SIZE])
     path = tmp_path / "f0"
     data = path.read_bytes()
+    if change == "crc":  # a declared CRC the bytes do not have
+        files[0] = Member(
+            "f0", size=IN_PLACE_SIZE, source=FileSource(path), crc32=1, storage="deflate-stored"
+        )
+    archive = Archive([Member("first", size=2, source=BytesSource(b"ok")), *files])
     if change == "gone":
         path.unlink()
-    else:
+    elif change != "crc":
         path.write_bytes(
             {"shorter": data[:-1], "longer": data + b"x", "longer by a block": data * 2}[change]
         )
@@ -375,13 +392,87 @@ def test_files_framed_in_place_fail_as_on_the_general_path(
         assert "FileNotFoundError" in str(caught.value)
     elif change == "shorter":
         assert isinstance(caught.value, SourceSizeError)
-        assert "ended after 262140 of 262141 bytes" in str(caught.value)
+        assert f"ended after {IN_PLACE_SIZE - 1} of {IN_PLACE_SIZE} bytes" in str(caught.value)
+    elif change == "crc":
+        assert isinstance(caught.value, CRCMismatchError)
     else:
         assert isinstance(caught.value, SourceSizeError)
-        assert "more than the declared 262141 bytes" in str(caught.value)
-    # the blocks read before the change showed, never the member's last block (1 byte)
+        assert f"more than the declared {IN_PLACE_SIZE} bytes" in str(caught.value)
+    # a changed size: the first chunk of 4 blocks at most, never the member's last chunk;
+    # a wrong CRC (known at the end): the data, and nothing after it
+    data_start = archive.plan.member_span(1)[0] + len(archive.plan.local_header(1))
     sent = b"".join(out)
-    assert len(sent) <= archive.plan.member_span(1)[1] - 6
+    if change == "crc":
+        assert len(sent) == data_start + archive.plan.compressed_size(1)
+    elif change == "gone":
+        assert len(sent) <= data_start
+    else:
+        assert len(sent) == data_start + 4 * 65_540
+    assert str(path) not in open_paths()
+
+
+@pytest.mark.parametrize("change", ["shorter", "longer"])
+def test_framed_file_stops_before_the_last_chunk(tmp_path: Path, change: str) -> None:
+    data = os.urandom(IN_PLACE_SIZE)
+    path = tmp_path / "f"
+    path.write_bytes(data[:-1] if change == "shorter" else data + b"!")
+    result = archive_module._FileRead()
+    chunks = list(archive_module._framed_file(str(path), IN_PLACE_SIZE, result))
+    assert [len(c) for c in chunks] == [4 * 65_540]
+    if change == "shorter":
+        assert (result.got, result.more) == (IN_PLACE_SIZE - 1, False)
+    else:
+        assert (result.got, result.more) == (IN_PLACE_SIZE, True)
+
+
+def test_files_framed_in_place_are_closed_when_the_reader_stops(tmp_path: Path) -> None:
+    files, _ = in_place_members(tmp_path, [IN_PLACE_SIZE])
+    path = str(tmp_path / "f0")
+
+    chunks = iter(Archive(files, chunk_size=1000))
+    next(chunks)
+    assert path in open_paths()  # read in place, and open while its data streams
+    chunks.close()  # type: ignore[attr-defined]
+    assert path not in open_paths()
+
+    async def stop_early() -> None:
+        stream = aiter(Archive(files, chunk_size=1000))
+        await anext(stream)
+        assert path in open_paths()
+        await stream.aclose()  # type: ignore[attr-defined]
+
+    asyncio.run(stop_early())
+    assert path not in open_paths()
+
+    async def sink_fails() -> None:
+        async def sink(chunk: bytes) -> None:
+            raise ConnectionResetError("client gone")
+
+        await Archive(files).astream(sink)
+
+    with pytest.raises(ConnectionResetError):
+        asyncio.run(sink_fails())
+    assert path not in open_paths()
+
+
+class OwnAsyncReads(FileSource):
+    """A FileSource subclass whose async reads are its own: not read in place either."""
+
+    calls = 0
+
+    async def aiter_chunks(self, offset: int = 0) -> AsyncIterator[bytes]:  # type: ignore[override]
+        OwnAsyncReads.calls += 1
+        async for chunk in super().aiter_chunks(offset):
+            yield chunk
+
+
+def test_subclasses_with_their_own_reads_are_not_read_in_place(tmp_path: Path) -> None:
+    files, chunks = in_place_members(tmp_path, [100_000])
+    member = Member("f0", size=100_000, source=OwnAsyncReads(tmp_path / "f0"), mtime=1)
+    assert archive_module._framed_path(Archive([member]).plan, 0) is None
+    assert archive_module._framed_path(Archive(files).plan, 0) == str(tmp_path / "f0")
+    assert asyncio.run(_collect(Archive([member]))) == b"".join(Archive(chunks))
+    assert OwnAsyncReads.calls == 1
 
 
 def test_framed_file_reads_a_pipe_in_short_reads(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
@@ -26,10 +27,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zipware.errors import SourceError
-from zipware.sources import FileSource
 from zipware.manifest import Entry, Manifest, ManifestError, Problem, decode, encode
 from zipware.policy import Policy, PolicyError
 from zipware.prepare import Download, aprepare, prepare
+from zipware.sources import FileSource
 
 LAST_MODIFIED = "Wed, 03 Jan 2024 04:05:06 GMT"
 LAST_MODIFIED_TS = parsedate_to_datetime(LAST_MODIFIED).timestamp()
@@ -753,6 +754,29 @@ def test_resolve_paths_agrees_with_resolve_path(tree: Path, path: str) -> None:
             assert got[batch.index(path)] is None
 
 
+def test_resolve_paths_with_several_roots_a_root_at_slash_and_a_shared_cache(
+    tree: Path,
+) -> None:
+    paths = [p.format(top=tree) for p in RESOLVE_CASES] + [str(tree / "outside/secret.txt")]
+    for roots in [(str(tree / "root"), str(tree / "outside")), ("/",)]:
+        policy = Policy(roots=roots)
+        cache: dict[str, tuple[str, bool]] = {}
+        for p in paths:  # resolve_path fills the cache first
+            with contextlib.suppress(PolicyError):
+                policy.resolve_path(p, cache)
+        got = policy.resolve_paths(paths, cache)
+        for path, result in zip(paths, got, strict=True):
+            want = one_by_one(policy, path)
+            assert (result[0], result[1].st_ino) == want if result else isinstance(want, str)
+    # relative to "/": the tree's own paths, without their leading slash
+    policy = Policy(roots=("/",))
+    relative = [str(tree / "root" / "a.txt")[1:], str(tree / "root" / "link-out")[1:]]
+    assert [r and r[0] for r in policy.resolve_paths(relative)] == [
+        str(tree / "root" / "a.txt"),
+        str(tree / "outside" / "secret.txt"),
+    ]
+
+
 def test_resolve_paths_all_cases_at_once(tree: Path) -> None:
     policy = Policy(roots=(str(tree / "root"),))
     paths = [p.format(top=tree) for p in RESOLVE_CASES]
@@ -764,8 +788,17 @@ def test_resolve_paths_all_cases_at_once(tree: Path) -> None:
     assert policy.resolve_paths([]) == []
 
 
-def test_a_manifest_of_files_prepares_as_the_general_path_does(root: Path) -> None:
+def test_a_manifest_of_files_prepares_as_the_general_path_does(tmp_path: Path) -> None:
     """All-files manifests are planned from columns; the entry-by-entry path agrees."""
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_bytes(b"file a\n")
+    (root / "sub" / "b.txt").write_bytes(b"file b\n")
+    (root / "empty").write_bytes(b"")
+    (root / "future").write_bytes(b"far ahead\n")
+    os.utime(root / "future", (10_000_000_000, 10_000_000_000))  # 2286: past 2**63 ns
+    (root / "link-in").symlink_to(root / "a.txt")
+    (root / "dirlink-in").symlink_to(root / "sub")
     body = json.dumps(
         {
             "version": 1,
@@ -775,6 +808,8 @@ def test_a_manifest_of_files_prepares_as_the_general_path_does(root: Path) -> No
                 {"name": "two/b.txt", "path": "sub/b.txt", "mode": 0o600},
                 {"name": "three", "path": "link-in"},
                 {"name": "four", "path": "dirlink-in/b.txt"},
+                {"name": "five", "path": "empty"},
+                {"name": "six", "path": "future"},
             ],
         }
     ).encode()
@@ -783,9 +818,10 @@ def test_a_manifest_of_files_prepares_as_the_general_path_does(root: Path) -> No
     assert isinstance(fast.file_keys, Mapping) and not isinstance(fast.file_keys, dict)
     assert isinstance(slow.file_keys, dict)
     assert dict(fast.file_keys.items()) == slow.file_keys
-    assert list(fast.file_keys) == [0, 1, 2, 3] and len(fast.file_keys) == 4
+    assert list(fast.file_keys) == [0, 1, 2, 3, 5] and len(fast.file_keys) == 5  # not empty
+    assert 4 not in fast.file_keys and "x" not in fast.file_keys
     with pytest.raises(KeyError):
-        fast.file_keys[4]
+        fast.file_keys[6]
     assert b"".join(fast.archive.plan.layout_material()) == b"".join(
         slow.archive.plan.layout_material()
     )
@@ -796,7 +832,19 @@ def test_a_manifest_of_files_prepares_as_the_general_path_does(root: Path) -> No
     assert isinstance(fast.archive.plan.source(0), FileSource)
     with zipfile.ZipFile(io.BytesIO(b"".join(fast.archive))) as zf:
         assert zf.read("three") == (root / "a.txt").read_bytes()
+        assert zf.read("six") == b"far ahead\n"
         assert zf.getinfo("two/b.txt").external_attr >> 16 == 0o100600
+    # the fingerprint follows each file's size and mtime, and which file a path is
+    before = fast.fingerprint
+    os.utime(root / "a.txt", (1_600_000_000, 1_600_000_000))
+    assert prepare(body, Policy(roots=(str(root),))).fingerprint != before
+    after_mtime = prepare(body, Policy(roots=(str(root),))).fingerprint
+    (root / "sub" / "b.txt").write_bytes(b"file b, longer\n")
+    assert prepare(body, Policy(roots=(str(root),))).fingerprint != after_mtime
+    after_size = prepare(body, Policy(roots=(str(root),))).fingerprint
+    (root / "link-in").unlink()
+    (root / "link-in").symlink_to(root / "future")
+    assert prepare(body, Policy(roots=(str(root),))).fingerprint != after_size
 
 
 def test_a_manifest_of_files_with_a_bad_one_reports_it(root: Path) -> None:

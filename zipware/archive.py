@@ -242,6 +242,7 @@ class _DataRead:
 
 
 _FRAMES = 4  # stored blocks per chunk read from a local file: 262,160 bytes
+_HAVE_READV = hasattr(os, "readv")  # not on Windows: files are read as other sources are
 _MID_HEADER = _BLOCK_HEADER.pack(0, BLOCK_SIZE, BLOCK_SIZE ^ 0xFFFF)
 
 
@@ -261,9 +262,13 @@ def _framed_path(plan: Plan, i: int) -> str | None:
     Only plain :class:`FileSource` members (a subclass may read its own way) larger than
     one block (smaller ones are read inline by the whole-archive walk).
     """
-    if plan.is_framed(i) and plan.file_size(i) > BLOCK_SIZE:
+    if plan.is_framed(i) and plan.file_size(i) > BLOCK_SIZE and _HAVE_READV:
         source = plan.source(i)
-        if isinstance(source, FileSource) and type(source).iter_chunks is FileSource.iter_chunks:
+        if (
+            isinstance(source, FileSource)
+            and type(source).iter_chunks is FileSource.iter_chunks
+            and type(source).aiter_chunks is FileSource.aiter_chunks
+        ):
             return source.path
     return None
 
@@ -298,7 +303,7 @@ def _framed_file(path: str, size: int, result: _FileRead) -> Generator[bytes, No
     general path costs a read, a list of pieces and a join. ``result`` follows the bytes
     read and their CRC. A file that ends early stops the chunks (the caller's size check
     fails then); one with more than ``size`` bytes sets ``result.more`` before its last
-    chunk is handed out: the last read asks for one byte more.
+    chunk is handed out: the last read is followed by a read that must find the end.
     """
     buf = bytearray(_FRAMES * _FRAMED_BLOCK)
     view = memoryview(buf)
@@ -320,7 +325,7 @@ def _framed_file(path: str, size: int, result: _FileRead) -> Generator[bytes, No
                 last = left - (count - 1) * BLOCK_SIZE
                 at = (count - 1) * _FRAMED_BLOCK
                 buf[at : at + 5] = _BLOCK_HEADER.pack(1, last, last ^ 0xFFFF)
-                targets = [*blocks[: count - 1], view[at + 5 : at + 5 + last], bytearray(1)]
+                targets = [*blocks[: count - 1], view[at + 5 : at + 5 + last]]
                 framed, want = at + 5 + last, left
             got = os.readv(fd, targets)
             if got < want:
@@ -328,10 +333,10 @@ def _framed_file(path: str, size: int, result: _FileRead) -> Generator[bytes, No
                 if got < want:
                     result.got = done + got
                     return
-            if got > want:
+            if left <= full and f.read(1):  # the file goes on past its declared size
                 result.got, result.more = done + want, True
                 return
-            for target in targets if left > full else targets[:-1]:
+            for target in targets:
                 crc = crc32(target, crc)
             done += want
             result.got, result.crc = done, crc

@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
@@ -56,9 +55,7 @@ __all__ = ["Download", "aprepare", "prepare"]
 
 DEFAULT_FILENAME = "download.zip"
 
-_NAME, _MODE = attrgetter("name"), attrgetter("mode")
-_SIZE, _MTIME = attrgetter("st_size"), attrgetter("st_mtime")
-_DEV, _INO, _MTIME_NS = attrgetter("st_dev"), attrgetter("st_ino"), attrgetter("st_mtime_ns")
+_MASK64 = 2**64 - 1  # mtimes in ns past 2262 (or before 1970) kept as 64-bit keys
 
 
 class _FileKeys(Mapping[int, tuple[object, ...]]):
@@ -66,7 +63,8 @@ class _FileKeys(Mapping[int, tuple[object, ...]]):
 
     ``download.file_keys[i]`` is ``("path", real path, device, inode, size, mtime in ns)``,
     made when asked for: a prepared manifest of 100,000 files keeps five columns rather
-    than 100,000 tuples.
+    than 100,000 tuples. Empty files have no key (their CRC is known: 0), as on the
+    general path.
     """
 
     __slots__ = ("devs", "inos", "mtimes_ns", "reals", "sizes")
@@ -83,15 +81,16 @@ class _FileKeys(Mapping[int, tuple[object, ...]]):
         self.sizes, self.mtimes_ns = sizes, mtimes_ns
 
     def __getitem__(self, i: int) -> tuple[object, ...]:
-        if not 0 <= i < len(self.reals):
+        if type(i) is not int or not 0 <= i < len(self.reals) or not self.sizes[i]:
             raise KeyError(i)
         return ("path", self.reals[i], self.devs[i], self.inos[i], self.sizes[i], self.mtimes_ns[i])
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(len(self.reals)))
+        sizes = self.sizes
+        return (i for i in range(len(sizes)) if sizes[i])
 
     def __len__(self) -> int:
-        return len(self.reals)
+        return len(self.sizes) - self.sizes.count(0)
 
     def material(self) -> Iterator[bytes]:
         """Bytes for a fingerprint: every identity, column by column.
@@ -191,22 +190,23 @@ class _Preparer:
             if None not in reals:
                 # every entry: the plan's input and the identities in a few whole columns
                 files = cast("list[Entry]", entries)
-                sizes = list(map(_SIZE, stats))
+                # comprehensions, not map(attrgetter): their attribute loads are specialised
+                sizes = [st.st_size for st in stats]
                 self.index = list(range(len(entries)))
                 self.columns = (
-                    list(map(_NAME, files)),
+                    [e.name for e in files],
                     sizes,
                     reals,
-                    list(map(_MTIME, stats)),
-                    list(map(_MODE, files)),
+                    [st.st_mtime for st in stats],
+                    [e.mode for e in files],
                 )
                 # file identities as columns: a tuple per member only when a CRC cache asks
                 self.files = _FileKeys(
                     cast("list[str]", reals),
-                    array("Q", map(_DEV, stats)),
-                    array("Q", map(_INO, stats)),
+                    array("Q", [st.st_dev for st in stats]),
+                    array("Q", [st.st_ino for st in stats]),
                     array("q", sizes),
-                    array("q", map(_MTIME_NS, stats)),
+                    array("Q", [st.st_mtime_ns & _MASK64 for st in stats]),
                 )
                 self.all_files = True
                 return
@@ -223,7 +223,9 @@ class _Preparer:
             self.members.append(
                 Member(e.name, st.st_size, FileSource(real), None, st.st_mtime, e.mode)
             )
-            self.identity.append(("path", real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+            self.identity.append(
+                ("path", real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns & _MASK64)
+            )
 
     def _add(self, i: int, e: Entry) -> None:
         policy = self.policy
@@ -254,7 +256,7 @@ class _Preparer:
                 if mtime is None:
                     mtime = st.st_mtime
                 source = FileSource(real)
-                ident = ("path", real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                ident = ("path", real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns & _MASK64)
         elif e.url is not None:
             try:
                 policy.check_url(e.url)

@@ -494,3 +494,31 @@ def test_framed_file_reads_a_pipe_in_short_reads(tmp_path: Path) -> None:
     assert (result.got, result.crc, result.more) == (len(data), zlib.crc32(data), False)
     inflated = zlib.decompressobj(-15)
     assert inflated.decompress(framed) == data and inflated.eof
+
+
+def reference_framing(data: bytes) -> bytes:
+    """Stored deflate blocks of 65,535 bytes, written out the plain way."""
+    out = bytearray()
+    starts = range(0, len(data), 65_535) or [0]
+    for k in starts:
+        block = data[k : k + 65_535]
+        final = k + 65_535 >= len(data)
+        out += bytes([final]) + len(block).to_bytes(2, "little")
+        out += (len(block) ^ 0xFFFF).to_bytes(2, "little") + block
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    "cuts",
+    [[1, 65_534, 65_536, 3, 200_000], [65_535] * 5, [262_144, 262_144], [400_000], [7] * 20],
+)
+def test_framed_chunks_of_any_size_give_the_reference_blocks(cuts: list[int]) -> None:
+    data = os.urandom(sum(cuts))
+    pieces, at = [], 0
+    for cut in cuts:
+        pieces.append(data[at : at + cut])
+        at += cut
+    archive = Archive([Member("x", size=len(data), source=Chunks(*pieces))])
+    whole = b"".join(archive)
+    start = len(archive.plan.local_header(0))
+    assert whole[start : start + archive.plan.compressed_size(0)] == reference_framing(data)

@@ -54,6 +54,7 @@ CHUNK_SIZE = 64 * 1024  # the smallest chunk yielded, but for the last one
 _FRAMED_BLOCK = BLOCK_SIZE + BLOCK_OVERHEAD
 _BLOCK_HEADER = struct.Struct("<BHH")  # BFINAL|BTYPE=00 (byte-aligned), LEN, NLEN
 _CD_BATCH = 512  # central headers packed per yielded piece
+_MID_HEADER = _BLOCK_HEADER.pack(0, BLOCK_SIZE, BLOCK_SIZE ^ 0xFFFF)  # any block but the last
 
 
 def _block_header(k: int, size: int) -> bytes:
@@ -80,11 +81,13 @@ class _DataRead:
     __slots__ = (
         "crc",
         "expected_crc",
+        "final_header",
         "framed",
         "full",
         "got",
         "index",
         "inflater",
+        "last_block",
         "lead",
         "need",
         "plan",
@@ -100,7 +103,9 @@ class _DataRead:
         self.plan = plan
         self.index = index
         self.framed = plan.is_framed(index)
-        self.size = plan.file_size(index)
+        self.size = size = plan.file_size(index)
+        self.last_block = max(size - 1, 0) // BLOCK_SIZE
+        self.final_header = _block_header(self.last_block, size)
         csize = plan.compressed_size(index)
         self.full = start == 0 and end == csize
         self.expected_crc = expected_crc
@@ -160,23 +165,54 @@ class _DataRead:
                 chunk = chunk[: self.remaining]
             self.remaining -= len(chunk)
             return [chunk]
+        if self.full:
+            return self._blocks(chunk, self.source_offset + got)
         return [b"".join(self._trim(self._frame(chunk, self.source_offset + got)))]
+
+    def _blocks(self, chunk: bytes, pos: int) -> list[bytes | memoryview]:
+        """A full read's ``chunk`` (source bytes from ``pos``) as stored blocks, one
+        ``bytes`` per block with its header.
+
+        One object per block rather than per chunk: glibc keeps allocations of 64 KiB
+        inside the heap's top pad, but chunk-sized ones (256 KiB, beside the source's own)
+        can make it trim and grow the heap, or map each one afresh, faulting in every page
+        of every chunk: measured, that cost more than the framing itself.
+        """
+        n = len(chunk)
+        view = memoryview(chunk)
+        out: list[bytes | memoryview] = []
+        i = 0
+        into = pos % BLOCK_SIZE
+        if into:  # the rest of a block begun in an earlier chunk
+            i = min(n, BLOCK_SIZE - into)
+            out.append(view[:i])
+            pos += i
+        last = self.last_block
+        while i < n:
+            header = _MID_HEADER if pos // BLOCK_SIZE < last else self.final_header
+            out.append(header + view[i : i + BLOCK_SIZE])
+            i += BLOCK_SIZE
+            pos += BLOCK_SIZE
+        return out
 
     def _frame(self, chunk: bytes, pos: int) -> list[bytes | memoryview]:
         """Cut ``chunk`` (source bytes from ``pos``) into stored blocks with their headers."""
-        out: list[bytes | memoryview] = []
-        view = memoryview(chunk)
-        i = 0
         n = len(chunk)
-        size = self.size
+        view = memoryview(chunk)
+        out: list[bytes | memoryview] = []
+        i = 0
+        into = pos % BLOCK_SIZE
+        if into:  # the rest of a block begun in an earlier chunk
+            i = min(n, BLOCK_SIZE - into)
+            out.append(view[:i])
+            pos += i
+        last = self.last_block
         while i < n:
-            into = pos % BLOCK_SIZE
-            if into == 0:
-                out.append(_block_header(pos // BLOCK_SIZE, size))
-            take = min(n - i, BLOCK_SIZE - into)
-            out.append(view[i : i + take])
-            i += take
-            pos += take
+            # every block but the member's last is full: one header fits them all
+            out.append(_MID_HEADER if pos // BLOCK_SIZE < last else self.final_header)
+            out.append(view[i : i + BLOCK_SIZE])
+            i += BLOCK_SIZE
+            pos += BLOCK_SIZE
         return out
 
     def _trim(self, pieces: list[bytes | memoryview]) -> list[bytes | memoryview]:
@@ -243,7 +279,6 @@ class _DataRead:
 
 _FRAMES = 4  # stored blocks per chunk read from a local file: 262,160 bytes
 _HAVE_READV = hasattr(os, "readv")  # not on Windows: files are read as other sources are
-_MID_HEADER = _BLOCK_HEADER.pack(0, BLOCK_SIZE, BLOCK_SIZE ^ 0xFFFF)
 
 
 class _FileRead:

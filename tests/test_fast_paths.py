@@ -522,3 +522,35 @@ def test_framed_chunks_of_any_size_give_the_reference_blocks(cuts: list[int]) ->
     whole = b"".join(archive)
     start = len(archive.plan.local_header(0))
     assert whole[start : start + archive.plan.compressed_size(0)] == reference_framing(data)
+
+
+BIG = b"z" * 100_000
+BAD_LARGE = {
+    "short": Member("bad", size=200_000, source=Chunks(BIG, BIG[:-1]), storage="store"),
+    "long": Member("bad", size=199_999, source=Chunks(BIG, BIG), storage="store"),
+    "crc": Member("bad", size=200_000, source=Chunks(BIG, BIG), crc32=7, storage="store"),
+    "error": Member("bad", size=200_000, source=Chunks(BIG, fail=True), storage="store"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_LARGE))
+def test_large_stored_members_fail_as_on_the_general_path(kind: str) -> None:
+    """The whole-archive walk reads a large stored member in a loop of its own."""
+    members = [Member("ok", size=2, source=BytesSource(b"ok")), BAD_LARGE[kind], Member("z/")]
+    out: list[bytes] = []
+
+    async def general() -> None:
+        async for _ in Archive(members):
+            pass
+
+    with pytest.raises(SourceError) as fast:
+        for chunk in Archive(members):
+            out.append(chunk)
+    with pytest.raises(SourceError) as reference:
+        asyncio.run(general())
+    assert type(fast.value) is type(reference.value)
+    assert str(fast.value) == str(reference.value)
+    assert fast.value.index == 1
+    # never the bytes after the member's data: no descriptor, no central directory
+    plan = Archive(members).plan
+    assert len(b"".join(out)) <= plan.member_span(0)[1] + len(plan.local_header(1)) + 200_000

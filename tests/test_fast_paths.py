@@ -402,8 +402,8 @@ def test_files_framed_in_place_fail_as_on_the_general_path(
     # a wrong CRC (known at the end): the data, and nothing after it
     data_start = archive.plan.member_span(1)[0] + len(archive.plan.local_header(1))
     sent = b"".join(out)
-    if change == "crc":
-        assert len(sent) == data_start + archive.plan.compressed_size(1)
+    if change == "crc":  # (astream holds the last 100 KB back: it sends 256 KiB at a time)
+        assert data_start + 4 * 65_540 <= len(sent) <= data_start + archive.plan.compressed_size(1)
     elif change == "gone":
         assert len(sent) <= data_start
     else:

@@ -45,7 +45,7 @@ from .plan import (
     PieceKind,
     Plan,
 )
-from .sources import FileSource, Source
+from .sources import READ_SIZE, FileSource, Source
 
 __all__ = ["CHUNK_SIZE", "Archive"]
 
@@ -821,7 +821,9 @@ class Archive:
         start, end, whole = self._bounds(start, end)
         plan = self.plan
         crcs = self.crcs
-        out = _Coalescer(self.chunk_size)
+        # a send costs an ASGI server tens of microseconds, the copy of a 64 KiB block a few:
+        # framed blocks go out four at a time, a source's own 256 KiB chunks as they are
+        out = _Coalescer(max(self.chunk_size, READ_SIZE))
         # (member, where its span's read starts) for every member with data to read
         ahead = (
             (

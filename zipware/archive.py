@@ -7,7 +7,10 @@ and one async (:meth:`Archive.aiter_range`), so both produce the same bytes by c
 
 The whole archive, by far the most common request, has a faster sync path
 (:meth:`Archive._iter_whole`): it walks the members by index and reads small members inline,
-with the same checks and errors; the tests compare its bytes with the general walk's.
+with the same checks and errors; the tests compare its bytes with the general walk's. Two
+more shortcuts serve whole members, in every driver: a stored member's chunks are counted
+and checked in a loop of their own, and a deflate-stored member from a local file is read
+in place, between its block headers (:func:`_framed_file`).
 """
 
 from __future__ import annotations
@@ -813,7 +816,9 @@ class Archive:
         opened and up to ``buffer`` chunks of each are read, so the latency of opening a
         URL or an object hides behind the bytes before it. Memory stays bounded by
         ``(lookahead + 1) * buffer`` chunks. A failure of a source read ahead surfaces
-        only when the stream reaches that member, as a :class:`SourceError`.
+        only when the stream reaches that member, as a :class:`SourceError`. ``sink``
+        gets chunks of at least 256 KiB (but the last): each call is a send, which costs
+        an ASGI server far more than gathering the bytes.
 
         A coroutine rather than an async generator: the read-ahead tasks need a task group,
         which must not stay open across the suspension points of a generator.

@@ -169,17 +169,17 @@ class _DataRead:
             self.remaining -= len(chunk)
             return [chunk]
         if self.full:
-            return self._blocks(chunk, self.source_offset + got)
+            return self._frame(chunk, self.source_offset + got, joined=True)
         return [b"".join(self._trim(self._frame(chunk, self.source_offset + got)))]
 
-    def _blocks(self, chunk: bytes, pos: int) -> list[bytes | memoryview]:
-        """A full read's ``chunk`` (source bytes from ``pos``) as stored blocks, one
-        ``bytes`` per block with its header.
+    def _frame(self, chunk: bytes, pos: int, *, joined: bool = False) -> list[bytes | memoryview]:
+        """Cut ``chunk`` (source bytes from ``pos``) into stored blocks with their headers.
 
-        One object per block rather than per chunk: glibc keeps allocations of 64 KiB
-        inside the heap's top pad, but chunk-sized ones (256 KiB, beside the source's own)
-        can make it trim and grow the heap, or map each one afresh, faulting in every page
-        of every chunk: measured, that cost more than the framing itself.
+        ``joined`` (full reads): each header and its block as one ``bytes``. One object
+        per block rather than per chunk: glibc keeps allocations of 64 KiB inside the
+        heap's top pad, but chunk-sized ones (256 KiB, beside the source's own) can make it
+        trim and grow the heap, or map each one afresh, faulting in every page of every
+        chunk: measured, that cost more than the framing itself.
         """
         n = len(chunk)
         view = memoryview(chunk)
@@ -192,28 +192,13 @@ class _DataRead:
             pos += i
         last = self.last_block
         while i < n:
-            header = _MID_HEADER if pos // BLOCK_SIZE < last else self.final_header
-            out.append(header + view[i : i + BLOCK_SIZE])
-            i += BLOCK_SIZE
-            pos += BLOCK_SIZE
-        return out
-
-    def _frame(self, chunk: bytes, pos: int) -> list[bytes | memoryview]:
-        """Cut ``chunk`` (source bytes from ``pos``) into stored blocks with their headers."""
-        n = len(chunk)
-        view = memoryview(chunk)
-        out: list[bytes | memoryview] = []
-        i = 0
-        into = pos % BLOCK_SIZE
-        if into:  # the rest of a block begun in an earlier chunk
-            i = min(n, BLOCK_SIZE - into)
-            out.append(view[:i])
-            pos += i
-        last = self.last_block
-        while i < n:
             # every block but the member's last is full: one header fits them all
-            out.append(_MID_HEADER if pos // BLOCK_SIZE < last else self.final_header)
-            out.append(view[i : i + BLOCK_SIZE])
+            header = _MID_HEADER if pos // BLOCK_SIZE < last else self.final_header
+            if joined:
+                out.append(header + view[i : i + BLOCK_SIZE])
+            else:
+                out.append(header)
+                out.append(view[i : i + BLOCK_SIZE])
             i += BLOCK_SIZE
             pos += BLOCK_SIZE
         return out

@@ -27,7 +27,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zipware.errors import SourceError
-from zipware.manifest import Entry, Manifest, ManifestError, Problem, decode, encode
+from zipware.manifest import (
+    Entry,
+    Manifest,
+    ManifestError,
+    Problem,
+    decode,
+    decode_files,
+    encode,
+)
 from zipware.policy import Policy, PolicyError
 from zipware.prepare import Download, aprepare, prepare
 from zipware.sources import FileSource
@@ -1420,3 +1428,33 @@ def _valid_utf8(raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def test_decode_files_takes_only_manifests_of_plain_files(root: Path) -> None:
+    """The one-call decoder for all-files manifests; anything else goes the checked way."""
+    head, entries = decode_files(
+        b'{"version":1,"filename":"f.zip","entries":[{"name":"a","path":"a.txt","mode":384}]}'
+    ) or (None, [])
+    assert head is not None and head.filename == "f.zip"
+    assert [(e.name, e.path, e.mode) for e in entries] == [("a", "a.txt", 384)]
+    for body in [
+        b'{"version":1,"entries":[{"name":"d/","path":"a.txt"}]}',  # a directory with a path
+        b'{"version":1,"entries":[{"name":"a","path":"a.txt","size":7}]}',  # more fields
+        b'{"version":1,"entries":[{"name":"a","text":"x"}]}',
+        b'{"version":1,"entries":[{"name":"a","path":""}]}',
+        b'{"version":2,"entries":[]}',
+        b'{"version":1,"entries":[{"name":"a","path":"a.txt"}',
+        b"\xff",
+    ]:
+        assert decode_files(body) is None, body
+    two = b'{"version":1,"entries":[{"name":"a","path":"a.txt"},{"name":"b","path":"a.txt"}]}'
+    assert decode_files(two, max_entries=1) is None
+    # and prepare reports what the checked way finds
+    with pytest.raises(ManifestError) as caught:
+        prepare(
+            b'{"version":1,"entries":[{"name":"d/","path":"a.txt"}]}', Policy(roots=(str(root),))
+        )
+    assert caught.value.problems[0].path == "$.entries[0]"
+    assert "takes no path" in caught.value.problems[0].message
+    with pytest.raises(ManifestError, match="more than the limit of 1"):
+        prepare(two, Policy(roots=(str(root),), max_entries=1))

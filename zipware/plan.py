@@ -855,18 +855,24 @@ class Plan:
             mtime_types = set(map(type, mtime_list))
             if not mtime_types <= {int, float, _NONE}:
                 return False
-            given: Sequence[int]
+            # strict bounds: a fraction past one truncates to it, which the loop refuses
             if _NONE in mtime_types:
                 given = [int(t) for t in mtime_list if t is not None]  # NaN, inf raise
-            else:
-                given = mtimes = _fill("q", map(int, mtime_list))
-            # strict: a fraction past a bound truncates to the bound, which the loop refuses
-            if not (min(given) > _MTIME_MIN and max(given) < _MTIME_MAX):
-                return False
-            del given
-            if _NONE in mtime_types:
+                if not (min(given) > _MTIME_MIN and max(given) < _MTIME_MAX):
+                    return False
+                del given
                 mtimes = _fill("q", (default_mt if t is None else int(t) for t in mtime_list))
-            lo, hi = min(mtimes), max(mtimes)
+                lo, hi = min(mtimes), max(mtimes)
+            else:
+                # whole seconds convert in C; floats are truncated one by one
+                mtimes = (
+                    array("q", mtime_list)
+                    if mtime_types == {int}
+                    else _fill("q", map(int, mtime_list))
+                )
+                lo, hi = min(mtimes), max(mtimes)
+                if not (lo > _MTIME_MIN and hi < _MTIME_MAX):
+                    return False
         del mtime_list
         xtime: int | list[int] = 0
         if lo >= 0 and hi <= 0x7FFFFFFF:

@@ -32,7 +32,7 @@ import msgspec
 
 from .archive import Archive
 from .errors import InvalidMemberError
-from .manifest import Entry, Manifest, ManifestError, Problem, _Head, decode_partial
+from .manifest import Entry, Manifest, ManifestError, Problem, _Head, decode_files, decode_partial
 from .plan import Member, Plan
 from .policy import Policy, PolicyError
 from .sources import (
@@ -139,7 +139,9 @@ class _Preparer:
         policy: Policy,
         client: httpx.Client | None,
         async_client: httpx.AsyncClient | None,
+        files_only: bool = False,
     ) -> None:
+        # files_only: entries are decode_files()'s, every one a local file (no size, CRC...)
         self.head = head
         self.entries = entries
         self.policy = policy
@@ -161,18 +163,20 @@ class _Preparer:
         self.async_client = async_client
         default = head.mtime
         self.default_mtime = default.timestamp() if isinstance(default, datetime) else default
-        self._add_all(entries)
+        self._add_all(entries, files_only)
 
     def _fail(self, i: int, field: str, message: str) -> None:
         self.problems.append(Problem(f"$.entries[{i}]{'.' + field if field else ''}", message))
 
-    def _add_all(self, entries: list[Entry | None]) -> None:
+    def _add_all(self, entries: list[Entry | None], files_only: bool) -> None:
         # The common entry of a large manifest, a file under a root with nothing declared,
         # is resolved a column at a time (Policy.resolve_paths); the rest, and any file that
         # does not resolve, one entry at a time by _add, which says what is wrong.
         # a path for each such entry, None for the others
         paths = (
-            [None] * len(entries)
+            [e.path for e in entries]  # type: ignore[union-attr]
+            if files_only
+            else [None] * len(entries)
             if self.name_limit
             else [
                 e.path
@@ -193,11 +197,16 @@ class _Preparer:
                 # comprehensions, not map(attrgetter): their attribute loads are specialised
                 sizes = [st.st_size for st in stats]
                 self.index = list(range(len(entries)))
+                # whole seconds (st[8]) plan faster than floats, and the same unless before
+                # 1970, where int() of a float and the whole seconds differ
+                mtimes: list[int] | list[float] = [st[8] for st in stats]
+                if mtimes and min(mtimes) < 0:
+                    mtimes = [st.st_mtime for st in stats]
                 self.columns = (
                     [e.name for e in files],
                     sizes,
                     reals,
-                    [st.st_mtime for st in stats],
+                    mtimes,
                     [e.mode for e in files],
                 )
                 # file identities as columns: a tuple per member only when a CRC cache asks
@@ -210,6 +219,11 @@ class _Preparer:
                 )
                 self.all_files = True
                 return
+        if files_only:  # one failed: the general path, with full entries, says why
+            self.entries = entries = [
+                Entry(name=e.name, path=e.path, mode=e.mode)  # type: ignore[union-attr]
+                for e in entries
+            ]
         found = iter(self.policy.resolve_paths([p for p in paths if p is not None], self.dir_cache))
         for i, (e, path) in enumerate(zip(entries, paths, strict=True)):
             if e is None:
@@ -540,6 +554,19 @@ def _begin(
                 )
             ]
         )
+    if policy.max_name_bytes >= 65_535:  # (a lower limit is checked entry by entry)
+        files = decode_files(manifest, max_entries=policy.max_entries)
+        if files is not None:
+            head, file_entries = files
+            return _Preparer(
+                head,
+                cast("list[Entry | None]", file_entries),
+                problems=[],
+                policy=policy,
+                client=client,
+                async_client=async_client,
+                files_only=True,
+            )
     head, entries, problems = decode_partial(manifest, max_entries=policy.max_entries)
     return _Preparer(
         head, entries, problems=problems, policy=policy, client=client, async_client=async_client

@@ -1458,3 +1458,14 @@ def test_decode_files_takes_only_manifests_of_plain_files(root: Path) -> None:
     assert "takes no path" in caught.value.problems[0].message
     with pytest.raises(ManifestError, match="more than the limit of 1"):
         prepare(two, Policy(roots=(str(root),), max_entries=1))
+
+
+def test_a_file_mtime_that_rounds_up_plans_alike_on_both_paths(tmp_path: Path) -> None:
+    """st_mtime (a float) can round up to the next second: both paths use it (review find)."""
+    (tmp_path / "r.txt").write_bytes(b"r")
+    os.utime(tmp_path / "r.txt", ns=(0, 1_700_000_000_999_999_999))
+    body = b'{"version":1,"entries":[{"name":"r","path":"r.txt"}]}'
+    fast = prepare(body, Policy(roots=(str(tmp_path),)))
+    slow = prepare(body, Policy(roots=(str(tmp_path),), max_name_bytes=1000))
+    assert b"".join(fast.archive) == b"".join(slow.archive)
+    assert fast.last_modified == slow.last_modified == os.stat(tmp_path / "r.txt").st_mtime

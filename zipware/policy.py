@@ -231,9 +231,14 @@ class Policy:
         if not self.roots or not paths:
             return reals, stats
         cache = {} if dir_cache is None else dir_cache
-        joined = "\x00".join(paths)
+        joined = "\x00" + "\x00".join(paths) + "\x00"
         # a NUL, or an absolute path: each path on its own
-        if joined.count("\x00") == n - 1 and joined[:1] != "/" and "\x00/" not in joined:
+        if joined.count("\x00") == n + 1 and "\x00/" not in joined:
+            # no last component that is empty, "." or "..": each real path may be the root
+            # joined to the path as it is, when no folder on the way is a link or needs
+            # normalising ("a//b", "./a")
+            tails_plain = not any(odd in joined for odd in ("/\x00", "/.\x00", "/..\x00"))
+            tails_plain = tails_plain and "\x00.\x00" not in joined and "\x00..\x00" not in joined
             del joined
             root = self.roots[0]
             split = list(map(str.rpartition, paths, repeat("/")))
@@ -247,12 +252,18 @@ class Policy:
                     known = cache[full] = (real_head, self._inside(real_head))
                 # "/" as a prefix would double the slash below
                 folders[head] = known[0].rstrip("/") if known[1] else None
-            reals = [
-                None
-                if (folder := folders[head]) is None or tail in _ODD_TAILS
-                else f"{folder}/{tail}"
-                for head, _, tail in split
-            ]
+            base = root.rstrip("/")
+            if tails_plain and all(
+                folder == (f"{base}/{head}" if head else base) for head, folder in folders.items()
+            ):
+                reals = [f"{base}/{path}" for path in paths]  # (the same strings, made faster)
+            else:
+                reals = [
+                    None
+                    if (folder := folders[head]) is None or tail in _ODD_TAILS
+                    else f"{folder}/{tail}"
+                    for head, _, tail in split
+                ]
             del split, folders
             try:
                 stats = (

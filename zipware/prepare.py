@@ -197,16 +197,13 @@ class _Preparer:
                 # comprehensions, not map(attrgetter): their attribute loads are specialised
                 sizes = [st.st_size for st in stats]
                 self.index = list(range(len(entries)))
-                # whole seconds (st[8]) plan faster than floats, and the same unless before
-                # 1970, where int() of a float and the whole seconds differ
-                mtimes: list[int] | list[float] = [st[8] for st in stats]
-                if mtimes and min(mtimes) < 0:
-                    mtimes = [st.st_mtime for st in stats]
                 self.columns = (
                     [e.name for e in files],
                     sizes,
                     reals,
-                    mtimes,
+                    # floats, as on the general path: st_mtime can round up to the next
+                    # second where the whole seconds (st[8]) do not
+                    [st.st_mtime for st in stats],
                     [e.mode for e in files],
                 )
                 # file identities as columns: a tuple per member only when a CRC cache asks

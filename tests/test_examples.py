@@ -11,12 +11,8 @@ from __future__ import annotations
 import contextlib
 import http.client
 import io
-import os
-import signal
 import socket
-import subprocess
 import sys
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +22,9 @@ from urllib.parse import unquote
 
 import pytest
 
+pytest.register_assert_rewrite("proxy_harness")  # a plugin of test_proxy.py too
+from proxy_harness import HOST, Proc, free_port, python_env, uvicorn_argv  # noqa: E402
+
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="gunicorn and process groups: POSIX"),
     pytest.mark.timeout(60),
@@ -34,8 +33,6 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[1]
 DJANGO = REPO / "examples" / "django_app"
 SAMPLES = Path(str(files("zipware") / "samples"))
-HOST = "127.0.0.1"
-START_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 20.0
 
 
@@ -61,16 +58,9 @@ EXAMPLES = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 def server_argv(example: Example, port: int) -> list[str]:
     if example.server == "uvicorn":
-        argv = [sys.executable, "-m", "uvicorn", "--host", HOST, "--port", str(port)]
-        return [*argv, example.target]
+        return uvicorn_argv(example.target, port)
     from gunicorn.config import KNOWN_SETTINGS
 
     argv = [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "sync"]
@@ -81,62 +71,14 @@ def server_argv(example: Example, port: int) -> list[str]:
     return [*argv, example.target]
 
 
-class Server:
-    """A server subprocess in its own process group, its stderr in a file."""
-
-    def __init__(self, name: str, argv: list[str], cwd: Path, port: int, log: Path) -> None:
-        self.name = name
-        self.port = port
-        self.log = log
-        env = dict(os.environ)
-        # the examples import zipware from this checkout, whatever is installed
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        env.pop("DJANGO_SETTINGS_MODULE", None)  # the example's own settings, not a leftover
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a group: gunicorn's workers are stopped with it
-            )
-
-    def output(self, since: int = 0) -> str:
-        return self.log.read_bytes()[since:].decode("utf-8", "replace")
-
-    def wait_for_port(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.proc.returncode}:\n{self.output()}"
-                )
-            try:
-                socket.create_connection((HOST, self.port), timeout=0.5).close()
-            except OSError:
-                time.sleep(0.05)
-            else:
-                return
-        raise RuntimeError(f"{self.name} not listening after {START_TIMEOUT} s:\n{self.output()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        with contextlib.suppress(ProcessLookupError):  # workers left behind, if any
-            os.killpg(self.proc.pid, signal.SIGKILL)
+class Server(Proc):
+    """An example's server (its own process group, output in a file), with the requests the
+    tests make."""
 
     @contextlib.contextmanager
     def explained(self) -> Iterator[None]:
         """On failure, print what the server wrote meanwhile (pytest shows it with the error)."""
-        mark = self.log.stat().st_size
+        mark = self.mark()
         try:
             yield
         except BaseException:
@@ -177,9 +119,11 @@ def server(
     name = f"{example.server} {example.target}"
     port = free_port()
     log = tmp_path_factory.mktemp("example") / "server.log"
-    srv = Server(name, server_argv(example, port), example.cwd, port, log)
+    env = python_env()  # the examples import zipware from this checkout
+    env.pop("DJANGO_SETTINGS_MODULE", None)  # the example's own settings, not a leftover
+    srv = Server(name, server_argv(example, port), port=port, log=log, env=env, cwd=example.cwd)
     request.addfinalizer(srv.stop)
-    srv.wait_for_port()
+    srv.wait()
     return srv
 
 

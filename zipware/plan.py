@@ -1025,15 +1025,8 @@ class Plan:
         # a running position, which keeps 8 bytes per member and the time to make them off
         # the common path.
         if self._offsets is None:
-            ends = self._name_ends
-            spans = map(
-                add,
-                map(add, map(sub, ends, chain((0,), ends)), self._csizes),  # name + data
-                map(_SPAN_FIXED.__getitem__, self._flags),  # header fields, extras, descriptor
-            )
-            offsets = _fill("q", accumulate(spans, initial=0))
-            offsets.pop()  # where the directory starts
-            self._offsets = offsets
+            # name + data + header fields, extras, descriptor
+            self._offsets = self._running_offsets(_SPAN_FIXED, 0, self._csizes)
         return self._offsets
 
     def member_span(self, i: int) -> tuple[int, int]:
@@ -1056,16 +1049,23 @@ class Plan:
         # Only ranges into the directory need these; a plain stream never builds them, which
         # keeps 8 bytes per member off the common path.
         if self._cd_offsets is None:
-            ends = self._name_ends
-            sizes = map(
-                add,
-                map(sub, ends, chain((0,), ends)),  # name lengths
-                map(_CENTRAL_FIXED.__getitem__, self._flags),
-            )
-            offsets = _fill("q", accumulate(sizes, initial=self.cd_start))
-            offsets.pop()  # the directory's end
-            self._cd_offsets = offsets
+            self._cd_offsets = self._running_offsets(_CENTRAL_FIXED, self.cd_start)
         return self._cd_offsets
+
+    def _running_offsets(
+        self, fixed: Sequence[int], start: int, data: array[int] | None = None
+    ) -> array[int]:
+        """Where each member's record starts, from ``start`` on: a record is ``fixed[flags]``
+        bytes, the name, and ``data[i]`` bytes when given."""
+        ends = self._name_ends
+        lengths = map(sub, ends, chain((0,), ends))  # name lengths
+        if data is not None:
+            lengths = map(add, lengths, data)
+        offsets = _fill(
+            "q", accumulate(map(add, lengths, map(fixed.__getitem__, self._flags)), initial=start)
+        )
+        offsets.pop()  # where the last record ends
+        return offsets
 
     def central_header_span(self, i: int) -> tuple[int, int]:
         """``[start, end)`` of member ``i``'s central directory header."""

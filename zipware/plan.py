@@ -443,7 +443,7 @@ class Plan:
         comment: str | bytes = b"",
         default_mtime: float | None = None,
     ) -> None:
-        self._build(members, None, comment, default_mtime)
+        self._build(members, comment, default_mtime)
 
     @classmethod
     def from_columns(
@@ -480,38 +480,30 @@ class Plan:
         if not all(len(c) == n for c in columns.values()):
             raise ValueError("the columns differ in length")
         plan = cls.__new__(cls)
-        plan._build(None, columns, comment, default_mtime)
+        fields = ("name", "size", "source", "crc32", "mtime", "mode")
+        # made only if the columns look unusual: the loop plans them again and says why
+        members = (Member(*row) for row in zip(*(columns[f] for f in fields), strict=True))
+        plan._build(members, comment, default_mtime, columns)
         return plan
 
     def _build(
         self,
-        members: Iterable[Member] | None,
-        columns: dict[str, list[Any]] | None,
+        members: Iterable[Member],
         comment: str | bytes,
         default_mtime: float | None,
+        columns: dict[str, list[Any]] | None = None,
     ) -> None:
         default_mt = -1 if default_mtime is None else int(default_mtime)
         problems: list[tuple[int, str, str]] = []
         # A list or tuple is already held by the caller: planning it a column at a time runs
         # in C and costs a few temporary pointers per member next to the caller's objects. A
         # generator keeps the single pass, so no member outlives its turn but as columns.
-        if columns is not None:
-            if not self._plan_columns(columns, default_mt):
-                # columns the quick path refused: the loop plans them again and says why
-                fields = ("name", "size", "source", "crc32", "mtime", "mode")
-                problems = self._plan_loop(
-                    [
-                        Member(name, size, source, crc, mtime, mode)
-                        for name, size, source, crc, mtime, mode in zip(
-                            *(columns[f] for f in fields), strict=True
-                        )
-                    ],
-                    default_mt,
-                )
-        elif members is None or not (
-            isinstance(members, (list, tuple)) and self._plan_columns(members, default_mt)
-        ):
-            problems = self._plan_loop(members or (), default_mt)
+        # Given ``columns`` (``members`` then makes the same members, lazily), those.
+        quick = (
+            columns if columns is not None or not isinstance(members, (list, tuple)) else members
+        )
+        if quick is None or not self._plan_columns(quick, default_mt):
+            problems = self._plan_loop(members, default_mt)
         bcomment = comment.encode("utf-8") if isinstance(comment, str) else bytes(comment)
         if len(bcomment) > MAX16:
             problems.append((-1, "", f"archive comment is over {MAX16} bytes"))

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import gc
 import hashlib
+import os
 import zlib
 from array import array
 from collections.abc import Callable, Iterator, Mapping
@@ -56,6 +57,11 @@ __all__ = ["Download", "aprepare", "prepare"]
 DEFAULT_FILENAME = "download.zip"
 
 _MASK64 = 2**64 - 1  # mtimes in ns past 2262 (or before 1970) kept as 64-bit keys
+
+
+def _file_identity(real: str, st: os.stat_result) -> tuple[object, ...]:
+    """A local file's identity: its key in a CRC cache, and part of the fingerprint."""
+    return ("path", real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns & _MASK64)
 
 
 class _FileKeys(Mapping[int, tuple[object, ...]]):
@@ -155,10 +161,10 @@ class _Preparer:
         self.dir_cache: dict[str, tuple[str, bool]] = {}
         self.name_limit = policy.max_name_bytes < 65_535  # else the plan checks names
         self.remote = False
-        self.all_files = False  # every member a local file with nothing declared: columns
-        # names, sizes, real paths, mtimes, modes of the members when all_files
+        # when every member is a local file with nothing declared: their identities, and
+        # their names, sizes, real paths, mtimes and modes as columns
+        self.files: _FileKeys | None = None
         self.columns: tuple[list[Any], ...] = ()
-        self.files: _FileKeys | None = None  # their identities
         self.client = client
         self.async_client = async_client
         default = head.mtime
@@ -214,7 +220,6 @@ class _Preparer:
                     array("q", sizes),
                     array("Q", [st.st_mtime_ns & _MASK64 for st in stats]),
                 )
-                self.all_files = True
                 return
         if files_only:  # one failed: the general path, with full entries, says why
             self.entries = entries = [
@@ -234,9 +239,7 @@ class _Preparer:
             self.members.append(
                 Member(e.name, st.st_size, FileSource(real), None, st.st_mtime, e.mode)
             )
-            self.identity.append(
-                ("path", real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns & _MASK64)
-            )
+            self.identity.append(_file_identity(real, st))
 
     def _add(self, i: int, e: Entry) -> None:
         policy = self.policy
@@ -267,7 +270,7 @@ class _Preparer:
                 if mtime is None:
                     mtime = st.st_mtime
                 source = FileSource(real)
-                ident = ("path", real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns & _MASK64)
+                ident = _file_identity(real, st)
         elif e.url is not None:
             try:
                 policy.check_url(e.url)
@@ -420,7 +423,7 @@ class _Preparer:
         """Plan the archive, or raise ManifestError with every problem found."""
         plan: Plan | None = None
         try:
-            if self.all_files:
+            if self.files is not None:
                 names, sizes, reals, mtimes, modes = self.columns
                 plan = Plan.from_columns(
                     names,
@@ -446,7 +449,7 @@ class _Preparer:
             raise ManifestError(self.problems)
         mtimes = (
             self.columns[3]
-            if self.all_files
+            if self.files is not None
             else [m.mtime for m in self.members if m.mtime is not None]
         )
         keys: Mapping[int, tuple[object, ...]]

@@ -48,7 +48,7 @@ from .plan import (
     PieceKind,
     Plan,
 )
-from .sources import READ_SIZE, FileSource, Source
+from .sources import READ_SIZE, FileSource, Source, in_thread
 
 __all__ = ["CHUNK_SIZE", "Archive"]
 
@@ -364,15 +364,6 @@ def _framed_file(path: str, size: int, result: _FileRead) -> Generator[bytes, No
             done += want
             result.got, result.crc = done, crc
             yield bytes(view[:framed])
-
-
-async def _in_thread(chunks: Generator[bytes, None, None]) -> AsyncGenerator[bytes, None]:
-    """``chunks`` run one step at a time in a worker thread (blocking reads, CRCs)."""
-    try:
-        while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
-            yield chunk
-    finally:
-        chunks.close()  # closes the file: no blocking work left to hand to a thread
 
 
 def _walk(plan: Plan, crcs: array[int], start: int, end: int) -> Iterator[bytes | _DataRead]:
@@ -760,7 +751,7 @@ class Archive:
             try:
                 if path is not None:
                     result = _FileRead()
-                    async with aclosing(_in_thread(_framed_file(path, step.size, result))) as it:
+                    async with aclosing(in_thread(_framed_file(path, step.size, result))) as it:
                         async for data in it:
                             chunk = out.add(data)
                             if chunk is not None:
@@ -848,7 +839,7 @@ class Archive:
                     if in_place is not None:
                         result = _FileRead()
                         chunks = _framed_file(*in_place, result)
-                        async with aclosing(_in_thread(chunks)) as it:
+                        async with aclosing(in_thread(chunks)) as it:
                             async for data in it:
                                 await into.send(data)
                         await into.send(result)

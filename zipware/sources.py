@@ -53,6 +53,19 @@ READ_SIZE = 256 * 1024  # large enough to amortise per-call costs, small enough 
 _END = object()
 
 
+async def in_thread(chunks: Generator[bytes, None, None]) -> AsyncGenerator[bytes, None]:
+    """``chunks`` advanced one step at a time in a worker thread, so that blocking reads
+    (and whatever else each step does) never stall an event loop; closed there too."""
+    try:
+        while True:
+            chunk = await anyio.to_thread.run_sync(next, chunks, _END)
+            if chunk is _END:
+                return
+            yield chunk  # type: ignore[misc]
+    finally:
+        await anyio.to_thread.run_sync(chunks.close)
+
+
 class Source:
     """Base class of member sources. Subclasses implement :meth:`iter_chunks`.
 
@@ -67,17 +80,9 @@ class Source:
         """Yield the bytes from ``offset`` on. Opened at the first ``next()``."""
         raise NotImplementedError
 
-    async def aiter_chunks(self, offset: int = 0) -> AsyncGenerator[bytes, None]:
+    def aiter_chunks(self, offset: int = 0) -> AsyncGenerator[bytes, None]:
         """Async form of :meth:`iter_chunks`; blocking work runs in a worker thread."""
-        it = self.iter_chunks(offset)
-        try:
-            while True:
-                chunk = await anyio.to_thread.run_sync(next, it, _END)
-                if chunk is _END:
-                    return
-                yield chunk  # type: ignore[misc]
-        finally:
-            await anyio.to_thread.run_sync(it.close)
+        return in_thread(self.iter_chunks(offset))
 
     def describe(self) -> str:
         """A short description for logs and errors, with no secrets in it."""
